@@ -1,0 +1,115 @@
+# hookd build. `make run` and `make check` are the two commands of the README;
+# both install missing Debian packages first (scripts/deps.sh), then build.
+#
+#   make            build build/hookd (needs the packages already installed)
+#   make run        install, build, serve on an embedded default under ./var
+#   make check      install, build, run every test (starts its own PostgreSQL)
+#   make asan       build build/asan/hookd with AddressSanitizer and UBSan
+#   make clean      remove build/ (keeps ./var, the data of `make run`)
+
+BUILD      := build
+CIVET_SRC  := $(BUILD)/civetweb/src
+GEN        := $(BUILD)/gen
+
+CC         ?= cc
+WARN       := -Wall -Wextra -Werror -Wformat=2 -Wshadow -Wstrict-prototypes \
+              -Wmissing-prototypes -Wno-missing-field-initializers
+CPPFLAGS   := -D_GNU_SOURCE -Idaemon -Ihandlers -I$(CIVET_SRC)/include -I$(GEN) \
+              -I/usr/include/postgresql
+CFLAGS     := -std=gnu11 -O2 -g $(WARN) -fstack-protector-strong -D_FORTIFY_SOURCE=2
+LDLIBS     := -lpq -ljson-c -lconfig -lcurl -lssl -lcrypto -lsystemd -lpthread -ldl -lm
+
+SAN        := -fsanitize=address,undefined -fno-omit-frame-pointer \
+              -fno-sanitize-recover=undefined
+ASAN_FLAGS := -std=gnu11 -O1 -g $(WARN) $(SAN)
+
+# CivetWeb is built from Debian's source package (the binary package loads
+# OpenSSL 3 through 1.1 symbol names and crashes on the first TLS request).
+CIVET_DEFS := -DOPENSSL_API_3_0 -DNO_SSL_DL -DUSE_IPV6 -DNO_CGI -DNO_FILES \
+              -DNO_CACHING -DMAX_WORKER_THREADS=1024
+
+DAEMON_SRC := $(wildcard daemon/*.c)
+LIB_SRC    := $(filter-out daemon/main.c,$(DAEMON_SRC))
+OBJ        := $(patsubst daemon/%.c,$(BUILD)/obj/%.o,$(DAEMON_SRC)) $(BUILD)/obj/embedded.o
+LIB_OBJ    := $(patsubst daemon/%.c,$(BUILD)/obj/%.o,$(LIB_SRC)) $(BUILD)/obj/embedded.o
+ASAN_OBJ   := $(patsubst daemon/%.c,$(BUILD)/asan/obj/%.o,$(DAEMON_SRC)) \
+              $(BUILD)/asan/obj/embedded.o
+HEADERS    := $(wildcard daemon/*.h handlers/*.h)
+
+UNIT_SRC   := $(wildcard tests/unit/*.c)
+INTEG_SRC  := $(wildcard tests/integration/*.c)
+SUPPORT_SRC := $(wildcard tests/support/*.c)
+
+.PHONY: all asan tests run check deps clean
+.DELETE_ON_ERROR:
+
+all: $(BUILD)/hookd
+
+deps:
+	@scripts/deps.sh
+
+$(CIVET_SRC)/src/civetweb.c:
+	scripts/civetweb.sh $(BUILD)/civetweb
+
+$(BUILD)/civetweb.o: $(CIVET_SRC)/src/civetweb.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O2 -g -fPIC $(CIVET_DEFS) -I$(CIVET_SRC)/include -c $< -o $@
+
+$(BUILD)/asan/civetweb.o: $(CIVET_SRC)/src/civetweb.c
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -O1 -g $(SAN) $(CIVET_DEFS) -I$(CIVET_SRC)/include -c $< -o $@
+
+$(GEN)/embedded.c: scripts/embed.sh $(wildcard sql/*.sql) $(wildcard samples/*.json)
+	@mkdir -p $(@D)
+	scripts/embed.sh $@ migrations sql/*.sql -- samples samples/*.json
+
+$(BUILD)/obj/%.o: daemon/%.c $(HEADERS) | $(CIVET_SRC)/src/civetweb.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/embedded.o: $(GEN)/embedded.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/hookd: $(OBJ) $(BUILD)/civetweb.o
+	$(CC) $(CFLAGS) -rdynamic $^ -o $@ $(LDLIBS)
+
+$(BUILD)/asan/obj/%.o: daemon/%.c $(HEADERS) | $(CIVET_SRC)/src/civetweb.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(ASAN_FLAGS) -c $< -o $@
+
+$(BUILD)/asan/obj/embedded.o: $(GEN)/embedded.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(ASAN_FLAGS) -c $< -o $@
+
+$(BUILD)/asan/hookd: $(ASAN_OBJ) $(BUILD)/asan/civetweb.o
+	$(CC) $(ASAN_FLAGS) -rdynamic $^ -o $@ $(LDLIBS)
+
+asan: $(BUILD)/asan/hookd
+
+# Unit tests link the daemon's modules (not main.c) with Criterion.
+$(BUILD)/tests/unit: $(UNIT_SRC) $(LIB_OBJ) $(BUILD)/civetweb.o $(HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests $(UNIT_SRC) $(LIB_OBJ) $(BUILD)/civetweb.o \
+	    -o $@ -lcriterion $(LDLIBS)
+
+# Integration tests drive the real binary over HTTPS against a real PostgreSQL.
+$(BUILD)/tests/integration: $(INTEG_SRC) $(SUPPORT_SRC) $(wildcard tests/support/*.h) \
+                            $(BUILD)/obj/codec.o $(BUILD)/obj/verify.o
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests $(INTEG_SRC) $(SUPPORT_SRC) \
+	    $(BUILD)/obj/codec.o $(BUILD)/obj/verify.o -o $@ -lcriterion $(LDLIBS)
+
+tests: $(BUILD)/tests/unit $(BUILD)/tests/integration
+
+run: deps
+	@$(MAKE) --no-print-directory all
+	@scripts/run.sh
+
+check: deps
+	@$(MAKE) --no-print-directory all asan tests
+	@scripts/check.sh
+
+clean:
+	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/tests $(BUILD)/gen $(BUILD)/hookd \
+	       $(BUILD)/civetweb.o

@@ -1,0 +1,814 @@
+/* SPDX-License-Identifier: MIT */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <civetweb.h>
+#include <openssl/sha.h>
+#include <openssl/ssl.h>
+
+#include "body.h"
+#include "cfg.h"
+#include "codec.h"
+#include "log.h"
+#include "store.h"
+#include "verify.h"
+
+/* Slots for per-request body deadlines; CivetWeb threads are at most 1024. */
+#define HTTP_MAX_SLOTS 1100
+/* How long the reaper sleeps between looks at the deadlines. */
+#define HTTP_REAPER_TICK_MS 100
+/* After a 413, this much of the rest of the body is read and dropped so the
+ * client can see the answer before the connection closes. */
+#define HTTP_DRAIN_BYTES (256 * 1024)
+#define HTTP_DRAIN_MS 1000
+#define HTTP_MAX_DELIVERY_ID 256
+
+/* A configuration with the number of requests using it. */
+struct cfg_ref {
+    struct cfg *cr_cfg;
+    int cr_refs;
+};
+
+/* A body read in progress: the reaper shuts the socket down at the deadline. */
+struct deadline_slot {
+    int ds_fd;
+    long long ds_deadline_ms;
+    bool ds_active;
+    bool ds_fired;
+};
+
+struct http {
+    struct mg_context *h_ctx;
+    struct store *h_store;
+
+    pthread_mutex_t h_cfg_lock;
+    struct cfg_ref *h_cfg;
+
+    pthread_mutex_t h_slot_lock;
+    struct deadline_slot h_slots[HTTP_MAX_SLOTS];
+    atomic_int h_next_slot;
+    pthread_t h_reaper;
+    bool h_reaper_started;
+    atomic_bool h_stopping;
+    atomic_bool h_reaper_quit;
+};
+
+/*
+ * The client socket of the connection this worker thread is serving. CivetWeb
+ * accepts TLS on the worker thread that then serves the connection, so the
+ * handshake callback records it here; the handler checks it by peer port.
+ */
+static __thread int tl_client_fd = -1;
+static __thread int tl_slot = -1;
+
+
+static long long
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+static int64_t
+wall_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+
+static struct cfg_ref *
+cfg_acquire(struct http *h)
+{
+    struct cfg_ref *ref;
+
+    pthread_mutex_lock(&h->h_cfg_lock);
+    ref = h->h_cfg;
+    ref->cr_refs++;
+    pthread_mutex_unlock(&h->h_cfg_lock);
+    return ref;
+}
+
+
+static void
+cfg_release(struct http *h, struct cfg_ref *ref)
+{
+    bool last;
+
+    pthread_mutex_lock(&h->h_cfg_lock);
+    last = --ref->cr_refs == 0;
+    pthread_mutex_unlock(&h->h_cfg_lock);
+    if (last) {
+        cfg_free(ref->cr_cfg);
+        free(ref);
+    }
+}
+
+
+void
+http_swap_cfg(struct http *h, struct cfg *new_cfg)
+{
+    struct cfg_ref *ref = calloc(1, sizeof(*ref));
+    struct cfg_ref *old;
+
+    if (ref == NULL) {
+        log_error("could not apply the new configuration: out of memory");
+        cfg_free(new_cfg);
+        return;
+    }
+    ref->cr_cfg = new_cfg;
+    ref->cr_refs = 1;
+    log_set_level(new_cfg->cf_log_level);
+    pthread_mutex_lock(&h->h_cfg_lock);
+    old = h->h_cfg;
+    h->h_cfg = ref;
+    pthread_mutex_unlock(&h->h_cfg_lock);
+    cfg_release(h, old);
+}
+
+
+const struct cfg *
+http_cfg(struct http *h)
+{
+    return h->h_cfg->cr_cfg;
+}
+
+
+/* ---- deadlines --------------------------------------------------------- */
+
+static void *
+reaper_main(void *arg)
+{
+    struct http *h = arg;
+
+    while (!atomic_load(&h->h_reaper_quit)) {
+        long long now = now_ms();
+
+        pthread_mutex_lock(&h->h_slot_lock);
+        for (int i = 0; i < HTTP_MAX_SLOTS; i++) {
+            struct deadline_slot *s = &h->h_slots[i];
+
+            if (s->ds_active && !s->ds_fired && now >= s->ds_deadline_ms) {
+                /* Wakes the worker blocked in a read of this socket. */
+                (void)shutdown(s->ds_fd, SHUT_RDWR);
+                s->ds_fired = true;
+            }
+        }
+        pthread_mutex_unlock(&h->h_slot_lock);
+        usleep(HTTP_REAPER_TICK_MS * 1000);
+    }
+    return NULL;
+}
+
+
+/* The client socket of conn, or -1 when it cannot be known for sure. */
+static int
+client_fd(const struct mg_request_info *ri)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    int port = -1;
+
+    if (tl_client_fd < 0 || getpeername(tl_client_fd, (struct sockaddr *)&ss, &len) != 0) {
+        return -1;
+    }
+    if (ss.ss_family == AF_INET) {
+        port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+        port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    }
+    return port == ri->remote_port ? tl_client_fd : -1;
+}
+
+
+static void
+deadline_arm(struct http *h, int fd, int timeout_ms)
+{
+    struct deadline_slot *s;
+
+    if (fd < 0) {
+        return;
+    }
+    if (tl_slot < 0) {
+        tl_slot = atomic_fetch_add(&h->h_next_slot, 1);
+    }
+    if (tl_slot >= HTTP_MAX_SLOTS) {
+        return;
+    }
+    s = &h->h_slots[tl_slot];
+    pthread_mutex_lock(&h->h_slot_lock);
+    s->ds_fd = fd;
+    s->ds_deadline_ms = now_ms() + timeout_ms;
+    s->ds_fired = false;
+    s->ds_active = true;
+    pthread_mutex_unlock(&h->h_slot_lock);
+}
+
+
+/* Disarms this thread's deadline; true when it had fired. */
+static bool
+deadline_disarm(struct http *h)
+{
+    struct deadline_slot *s;
+    bool fired;
+
+    if (tl_slot < 0 || tl_slot >= HTTP_MAX_SLOTS) {
+        return false;
+    }
+    s = &h->h_slots[tl_slot];
+    pthread_mutex_lock(&h->h_slot_lock);
+    fired = s->ds_active && s->ds_fired;
+    s->ds_active = false;
+    pthread_mutex_unlock(&h->h_slot_lock);
+    return fired;
+}
+
+
+/* ---- answers ----------------------------------------------------------- */
+
+static void
+respond(struct mg_connection *conn, int status, const char *json, const char *hname,
+        const char *hvalue)
+{
+    char len[24];
+    size_t n = strlen(json);
+
+    snprintf(len, sizeof(len), "%zu", n + 1);
+    mg_response_header_start(conn, status);
+    mg_response_header_add(conn, "Content-Type", "application/json", -1);
+    mg_response_header_add(conn, "Content-Length", len, -1);
+    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
+    if (hname != NULL) {
+        mg_response_header_add(conn, hname, hvalue, -1);
+    }
+    mg_response_header_send(conn);
+    mg_write(conn, json, n);
+    mg_write(conn, "\n", 1);
+}
+
+
+static void
+respond_unavailable(struct mg_connection *conn, const struct cfg *cfg)
+{
+    char retry[16];
+
+    snprintf(retry, sizeof(retry), "%d", cfg->cf_retry_after);
+    respond(conn, 503, "{\"error\":\"unavailable\"}", "Retry-After", retry);
+}
+
+
+/* ---- request pieces ---------------------------------------------------- */
+
+struct header_ctx {
+    const struct mg_request_info *hc_ri;
+};
+
+
+static const char *
+header_lookup(void *ctx, const char *name, int index)
+{
+    const struct mg_request_info *ri = ((struct header_ctx *)ctx)->hc_ri;
+
+    for (int i = 0; i < ri->num_headers; i++) {
+        if (strcasecmp(ri->http_headers[i].name, name) == 0 && index-- == 0) {
+            return ri->http_headers[i].value;
+        }
+    }
+    return NULL;
+}
+
+
+/* JSON content types: application/json, optionally with charset=utf-8. */
+static bool
+content_type_ok(const char *ct)
+{
+    const char *p;
+
+    if (ct == NULL) {
+        return true;
+    }
+    while (*ct == ' ') {
+        ct++;
+    }
+    if (strncasecmp(ct, "application/json", 16) != 0) {
+        return false;
+    }
+    p = ct + 16;
+    while (*p == ' ') {
+        p++;
+    }
+    if (*p == '\0') {
+        return true;
+    }
+    if (*p++ != ';') {
+        return false;
+    }
+    while (*p == ' ') {
+        p++;
+    }
+    if (*p == '\0') {
+        return true;
+    }
+    if (strncasecmp(p, "charset=", 8) != 0) {
+        return false;
+    }
+    p += 8;
+    if (*p == '"') {
+        p++;
+    }
+    return strncasecmp(p, "utf-8", 5) == 0 || strncasecmp(p, "utf8", 4) == 0;
+}
+
+
+enum read_outcome {
+    READ_OK = 0,
+    READ_TOO_LARGE,
+    READ_TIMEOUT,
+    READ_BROKEN,
+    READ_NO_MEMORY
+};
+
+
+/*
+ * Reads the whole body into a malloc'd buffer (NUL-terminated), at most
+ * max_body bytes, within timeout_ms from now however slowly it trickles.
+ */
+static enum read_outcome
+read_body(struct http *h, struct mg_connection *conn, const struct mg_request_info *ri,
+          long max_body, int timeout_ms, unsigned char **ret, size_t *ret_len)
+{
+    long long declared = ri->content_length;
+    size_t cap = declared >= 0 ? (size_t)declared + 1 : 16384;
+    size_t len = 0;
+    unsigned char *buf;
+    enum read_outcome out = READ_OK;
+
+    if (declared > max_body) {
+        return READ_TOO_LARGE;
+    }
+    buf = malloc(cap);
+    if (buf == NULL) {
+        return READ_NO_MEMORY;
+    }
+    deadline_arm(h, client_fd(ri), timeout_ms);
+    for (;;) {
+        size_t want;
+        int n;
+
+        if (len + 1 >= cap) {
+            size_t grown_cap = cap * 2 > (size_t)max_body + 2 ? (size_t)max_body + 2 : cap * 2;
+            unsigned char *grown;
+
+            if (grown_cap <= cap) {
+                out = READ_TOO_LARGE;
+                break;
+            }
+            grown = realloc(buf, grown_cap);
+            if (grown == NULL) {
+                out = READ_NO_MEMORY;
+                break;
+            }
+            buf = grown;
+            cap = grown_cap;
+        }
+        want = cap - 1 - len;
+        n = mg_read(conn, buf + len, want);
+        if (n == 0) {
+            break;
+        }
+        if (n < 0) {
+            out = READ_BROKEN;
+            break;
+        }
+        len += (size_t)n;
+        if (len > (size_t)max_body) {
+            out = READ_TOO_LARGE;
+            break;
+        }
+        if (declared >= 0 && len == (size_t)declared) {
+            break;
+        }
+    }
+    if (deadline_disarm(h)) {
+        out = READ_TIMEOUT;
+    }
+    if (out != READ_OK) {
+        free(buf);
+        return out;
+    }
+    buf[len] = '\0';
+    *ret = buf;
+    *ret_len = len;
+    return READ_OK;
+}
+
+
+/* After refusing a body, drops a bounded part of the rest so the answer can be read. */
+static void
+drain_some(struct http *h, struct mg_connection *conn, const struct mg_request_info *ri)
+{
+    char scratch[16384];
+    size_t dropped = 0;
+    int n;
+
+    deadline_arm(h, client_fd(ri), HTTP_DRAIN_MS);
+    while (dropped < HTTP_DRAIN_BYTES && (n = mg_read(conn, scratch, sizeof(scratch))) > 0) {
+        dropped += (size_t)n;
+    }
+    (void)deadline_disarm(h);
+}
+
+
+/* The dedup key: the sender's delivery id when there is one, else the body's hash. */
+static void
+dedup_key(const struct cfg_endpoint *ep, struct header_ctx *hc, const unsigned char *body,
+          size_t len, char *out, size_t cap, const char **ret_delivery_id)
+{
+    const char *id = NULL;
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+    char hex[2 * SHA256_DIGEST_LENGTH + 1];
+
+    if (ep->ce_policy.vp_scheme == VERIFY_SCHEME_STANDARD) {
+        id = header_lookup(hc, "webhook-id", 0);
+    } else if (ep->ce_delivery_id_header != NULL) {
+        id = header_lookup(hc, ep->ce_delivery_id_header, 0);
+    }
+    if (id != NULL && *id != '\0' && strlen(id) <= HTTP_MAX_DELIVERY_ID) {
+        snprintf(out, cap, "id:%s:%s", ep->ce_path, id);
+        *ret_delivery_id = id;
+        return;
+    }
+    SHA256(body, len, digest);
+    codec_hex_encode(digest, sizeof(digest), hex);
+    snprintf(out, cap, "sha256:%s", hex);
+    *ret_delivery_id = NULL;
+}
+
+
+static int
+quarantine(struct http *h, struct mg_connection *conn, const struct mg_request_info *ri,
+           const struct cfg *cfg, const struct cfg_endpoint *ep, const char *used,
+           const unsigned char *body, size_t len, const char *reason)
+{
+    struct store_item item;
+    char answer[160];
+    enum store_result r;
+
+    memset(&item, 0, sizeof(item));
+    item.si_kind = STORE_QUARANTINE;
+    item.si_endpoint = ep->ce_path;
+    item.si_reason = reason;
+    item.si_content_type = mg_get_header(conn, "Content-Type");
+    item.si_scheme = used;
+    item.si_remote_addr = ri->remote_addr;
+    item.si_body = body;
+    item.si_body_len = len;
+    item.si_received_us = wall_us();
+    r = store_submit(h->h_store, &item);
+    if (r != STORE_QUARANTINED) {
+        log_warning("could not quarantine a malformed event endpoint=%s reason=\"%s\" "
+                    "result=%s", ep->ce_path, reason, store_result_name(r));
+        respond_unavailable(conn, cfg);
+        return 503;
+    }
+    log_info("malformed event quarantined quarantine_id=%lld endpoint=%s reason=\"%s\" "
+             "remote=%s", item.si_id, ep->ce_path, reason, ri->remote_addr);
+    /* Reasons are fixed texts of body.c with no quote or backslash. */
+    snprintf(answer, sizeof(answer), "{\"error\":\"malformed\",\"reason\":\"%s\"}", reason);
+    respond(conn, 400, answer, NULL, NULL);
+    return 400;
+}
+
+
+static int
+store_event(struct http *h, struct mg_connection *conn, const struct mg_request_info *ri,
+            const struct cfg *cfg, const struct cfg_endpoint *ep, const char *used,
+            const unsigned char *body, size_t len, struct body_event *ev)
+{
+    struct header_ctx hc = {ri};
+    struct store_item item;
+    char key[HTTP_MAX_DELIVERY_ID + 160];
+    char answer[96];
+    char type[72];
+    enum store_result r;
+
+    memset(&item, 0, sizeof(item));
+    item.si_kind = STORE_EVENT;
+    dedup_key(ep, &hc, body, len, key, sizeof(key), &item.si_delivery_id);
+    item.si_dedup_key = key;
+    item.si_event_type = ev->be_type;
+    item.si_chatbot_id = ev->be_chatbot_id;
+    item.si_thread_id = ev->be_thread_id;
+    item.si_endpoint = ep->ce_path;
+    item.si_scheme = used;
+    item.si_remote_addr = ri->remote_addr;
+    item.si_body = body;
+    item.si_body_len = len;
+    item.si_received_us = wall_us();
+    r = store_submit(h->h_store, &item);
+    log_value(ev->be_type, 64, type, sizeof(type));
+    switch (r) {
+    case STORE_STORED:
+    case STORE_DUPLICATE:
+        log_info("event %s id=%lld type=%s endpoint=%s verified=%s remote=%s",
+                 r == STORE_STORED ? "stored" : "duplicate, already stored", item.si_id, type,
+                 ep->ce_path, used, ri->remote_addr);
+        if (item.si_id > 0) {
+            snprintf(answer, sizeof(answer), "{\"status\":\"%s\",\"id\":\"%lld\"}",
+                     store_result_name(r), item.si_id);
+        } else {
+            snprintf(answer, sizeof(answer), "{\"status\":\"%s\"}", store_result_name(r));
+        }
+        respond(conn, 200, answer, NULL, NULL);
+        return 200;
+    case STORE_QUARANTINED:
+        snprintf(answer, sizeof(answer), "{\"error\":\"malformed\",\"reason\":"
+                 "\"database refused the payload\"}");
+        respond(conn, 400, answer, NULL, NULL);
+        return 400;
+    case STORE_UNAVAILABLE:
+        break;
+    }
+    log_info("event not stored, answered 503 type=%s endpoint=%s remote=%s", type, ep->ce_path,
+             ri->remote_addr);
+    respond_unavailable(conn, cfg);
+    return 503;
+}
+
+
+static int
+serve_webhook(struct http *h, struct mg_connection *conn, const struct mg_request_info *ri,
+              const struct cfg *cfg, const struct cfg_endpoint *ep)
+{
+    struct header_ctx hc = {ri};
+    struct verify_request vreq;
+    struct body_event ev;
+    unsigned char *body = NULL;
+    size_t len = 0;
+    const char *used = NULL;
+    enum verify_result vr;
+    enum body_class bc;
+    int status;
+
+    if (strcmp(ri->request_method, "POST") != 0) {
+        respond(conn, 405, "{\"error\":\"method not allowed\"}", "Allow", "POST");
+        return 405;
+    }
+    if (!content_type_ok(mg_get_header(conn, "Content-Type"))) {
+        log_info("request refused: content type is not JSON endpoint=%s remote=%s",
+                 ep->ce_path, ri->remote_addr);
+        respond(conn, 415, "{\"error\":\"content type must be application/json\"}", NULL,
+                NULL);
+        return 415;
+    }
+    switch (read_body(h, conn, ri, cfg->cf_max_body, cfg->cf_body_timeout_ms, &body, &len)) {
+    case READ_OK:
+        break;
+    case READ_TOO_LARGE:
+        log_info("request refused: body over the limit endpoint=%s limit=%ld remote=%s",
+                 ep->ce_path, cfg->cf_max_body, ri->remote_addr);
+        respond(conn, 413, "{\"error\":\"body too large\"}", "Connection", "close");
+        drain_some(h, conn, ri);
+        return 413;
+    case READ_TIMEOUT:
+        log_info("request dropped: body not received in time endpoint=%s timeout_ms=%d "
+                 "remote=%s", ep->ce_path, cfg->cf_body_timeout_ms, ri->remote_addr);
+        return 408;
+    case READ_BROKEN:
+        log_info("request dropped: body could not be read endpoint=%s remote=%s", ep->ce_path,
+                 ri->remote_addr);
+        return 400;
+    case READ_NO_MEMORY:
+        log_error("could not allocate a request body endpoint=%s", ep->ce_path);
+        respond_unavailable(conn, cfg);
+        return 503;
+    }
+
+    vreq.vr_header = header_lookup;
+    vreq.vr_ctx = &hc;
+    vreq.vr_body = body;
+    vreq.vr_body_len = len;
+    vreq.vr_now = time(NULL);
+    vr = verify_check(&ep->ce_policy, &vreq, &used);
+    if (vr != VERIFY_OK) {
+        log_info("request refused: not verified endpoint=%s reason=%s remote=%s", ep->ce_path,
+                 verify_result_name(vr), ri->remote_addr);
+        respond(conn, 401, "{\"error\":\"unauthorized\"}", NULL, NULL);
+        free(body);
+        return 401;
+    }
+
+    bc = body_classify(body, len, cfg->cf_json_max_depth, &ev);
+    if (bc != BODY_OK) {
+        status = quarantine(h, conn, ri, cfg, ep, used, body, len, body_class_reason(bc));
+    } else {
+        status = store_event(h, conn, ri, cfg, ep, used, body, len, &ev);
+        body_event_clear(&ev);
+    }
+    free(body);
+    return status;
+}
+
+
+static int
+handle_request(struct mg_connection *conn, void *cbdata)
+{
+    struct http *h = cbdata;
+    const struct mg_request_info *ri = mg_get_request_info(conn);
+    struct cfg_ref *ref;
+    const struct cfg_endpoint *ep;
+    int status;
+
+    if (atomic_load(&h->h_stopping)) {
+        respond(conn, 503, "{\"error\":\"shutting down\"}", "Retry-After", "5");
+        return 503;
+    }
+    ref = cfg_acquire(h);
+    ep = ri->local_uri ? cfg_find_endpoint(ref->cr_cfg, ri->local_uri) : NULL;
+    if (ep == NULL) {
+        respond(conn, 404, "{\"error\":\"not found\"}", NULL, NULL);
+        status = 404;
+    } else {
+        status = serve_webhook(h, conn, ri, ref->cr_cfg, ep);
+    }
+    cfg_release(h, ref);
+    return status;
+}
+
+
+/* ---- TLS and CivetWeb -------------------------------------------------- */
+
+static void
+tls_info(const SSL *ssl, int where, int ret)
+{
+    (void)ret;
+    if ((where & SSL_CB_HANDSHAKE_START) && SSL_is_server((SSL *)ssl)) {
+        tl_client_fd = SSL_get_fd(ssl);
+    }
+}
+
+
+static int
+init_tls(void *ssl_ctx, void *user_data)
+{
+    SSL_CTX *ctx = ssl_ctx;
+    struct http *h = user_data;
+    const struct cfg *cfg = h->h_cfg->cr_cfg;
+
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1
+        || SSL_CTX_set_cipher_list(ctx, cfg->cf_tls_ciphers) != 1
+        || SSL_CTX_set1_groups_list(ctx, "X25519:P-256:P-384") != 1
+        || SSL_CTX_use_certificate_chain_file(ctx, cfg->cf_tls_cert) != 1
+        || SSL_CTX_use_PrivateKey_file(ctx, cfg->cf_tls_key, SSL_FILETYPE_PEM) != 1
+        || SSL_CTX_check_private_key(ctx) != 1)
+    {
+        log_error("could not set up TLS certificate=\"%s\" key=\"%s\"", cfg->cf_tls_cert,
+                  cfg->cf_tls_key);
+        return -1;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_set_info_callback(ctx, tls_info);
+    return 1;
+}
+
+
+static int
+civet_log(const struct mg_connection *conn, const char *message)
+{
+    (void)conn;
+    log_debug("civetweb: %.200s", message);
+    return 1;
+}
+
+
+int
+http_start(struct cfg *cfg, struct store *store, struct http **ret, char *err, size_t errlen)
+{
+    struct http *h = calloc(1, sizeof(*h));
+    struct mg_callbacks cb;
+    struct mg_init_data init;
+    struct mg_error_data error;
+    char error_text[256] = "";
+    char ports[1024] = "";
+    char threads[16], req_timeout[16], ka_timeout[16], max_header[16];
+    const char *options[32];
+    int o = 0;
+
+    if (h == NULL || (h->h_cfg = calloc(1, sizeof(*h->h_cfg))) == NULL) {
+        free(h);
+        cfg_free(cfg);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    h->h_cfg->cr_cfg = cfg;
+    h->h_cfg->cr_refs = 1;
+    h->h_store = store;
+    pthread_mutex_init(&h->h_cfg_lock, NULL);
+    pthread_mutex_init(&h->h_slot_lock, NULL);
+
+    for (size_t i = 0; i < cfg->cf_nlisten; i++) {
+        size_t n = strlen(ports);
+
+        snprintf(ports + n, sizeof(ports) - n, "%s%ss", i ? "," : "", cfg->cf_listen[i]);
+    }
+    snprintf(threads, sizeof(threads), "%d", cfg->cf_threads);
+    snprintf(req_timeout, sizeof(req_timeout), "%d", cfg->cf_request_timeout_ms);
+    snprintf(ka_timeout, sizeof(ka_timeout), "%d", cfg->cf_keep_alive_timeout_ms);
+    snprintf(max_header, sizeof(max_header), "%d", cfg->cf_max_header);
+    options[o++] = "listening_ports";
+    options[o++] = ports;
+    options[o++] = "num_threads";
+    options[o++] = threads;
+    options[o++] = "request_timeout_ms";
+    options[o++] = req_timeout;
+    options[o++] = "keep_alive_timeout_ms";
+    options[o++] = ka_timeout;
+    options[o++] = "enable_keep_alive";
+    options[o++] = "yes";
+    options[o++] = "max_request_size";
+    options[o++] = max_header;
+    options[o++] = "tcp_nodelay";
+    options[o++] = "1";
+    options[o++] = "connection_queue";
+    options[o++] = "1024";
+    options[o++] = "listen_backlog";
+    options[o++] = "1024";
+    options[o++] = "ssl_protocol_version";
+    options[o++] = "4";
+    options[o++] = "enable_auth_domain_check";
+    options[o++] = "no";
+    options[o++] = NULL;
+
+    memset(&cb, 0, sizeof(cb));
+    cb.init_ssl = init_tls;
+    cb.log_message = civet_log;
+    memset(&init, 0, sizeof(init));
+    init.callbacks = &cb;
+    init.user_data = h;
+    init.configuration_options = options;
+    memset(&error, 0, sizeof(error));
+    error.text = error_text;
+    error.text_buffer_size = sizeof(error_text);
+
+    mg_init_library(MG_FEATURES_TLS | MG_FEATURES_IPV6);
+    h->h_ctx = mg_start2(&init, &error);
+    if (h->h_ctx == NULL) {
+        snprintf(err, errlen, "could not listen on %s: %s", ports,
+                 error_text[0] ? error_text : "unknown error");
+        http_stop(h);
+        return -1;
+    }
+    mg_set_request_handler(h->h_ctx, "/", handle_request, h);
+    if (pthread_create(&h->h_reaper, NULL, reaper_main, h) != 0) {
+        snprintf(err, errlen, "could not start the deadline thread");
+        http_stop(h);
+        return -1;
+    }
+    h->h_reaper_started = true;
+    *ret = h;
+    return 0;
+}
+
+
+void
+http_stop(struct http *h)
+{
+    if (h == NULL) {
+        return;
+    }
+    atomic_store(&h->h_stopping, true);
+    if (h->h_ctx != NULL) {
+        /* Waits for the worker threads, so no request uses the config after. */
+        mg_stop(h->h_ctx);
+    }
+    atomic_store(&h->h_reaper_quit, true);
+    if (h->h_reaper_started) {
+        pthread_join(h->h_reaper, NULL);
+    }
+    if (h->h_cfg != NULL) {
+        cfg_release(h, h->h_cfg);
+    }
+    pthread_mutex_destroy(&h->h_cfg_lock);
+    pthread_mutex_destroy(&h->h_slot_lock);
+    mg_exit_library();
+    free(h);
+}

@@ -1,0 +1,337 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main: the hookd command line and the life of `hookd serve`.
+ *
+ * The main thread owns the signals (all other threads block them): SIGHUP
+ * reloads, SIGTERM and SIGINT stop in order (listener first, so requests in
+ * flight finish, then the store). A second stop signal during shutdown exits
+ * at once; everything acknowledged is already committed by then.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "cfg.h"
+#include "http.h"
+#include "log.h"
+#include "sendtest.h"
+#include "store.h"
+
+#define HOOKD_VERSION "0.1.0"
+
+/* Exit codes: 0 done, 1 runtime failure, 2 usage or configuration error. */
+enum {
+    EXIT_RUNTIME = 1,
+    EXIT_USAGE = 2
+};
+
+static const char main_usage[] =
+    "usage: hookd COMMAND [OPTIONS]\n"
+    "\n"
+    "Receives ContextGPT webhooks over HTTPS, verifies them and stores each one\n"
+    "durably in PostgreSQL before answering 200.\n"
+    "\n"
+    "commands:\n"
+    "  serve          run the daemon in the foreground\n"
+    "  migrate        apply the database migrations and exit\n"
+    "  check-config   validate a configuration file and exit\n"
+    "  send-test      sign and send sample events to a running hookd\n"
+    "\n"
+    "options:\n"
+    "  -h, --help     show this help (hookd COMMAND --help for a command's)\n"
+    "  -V, --version  show the version\n"
+    "\n"
+    "Exit status: 0 success, 1 runtime failure, 2 usage or configuration error.\n";
+
+static const char serve_usage[] =
+    "usage: hookd serve --config FILE\n"
+    "\n"
+    "Runs the daemon in the foreground, logging to stderr. Applies pending\n"
+    "migrations at start; when PostgreSQL is unreachable it still starts,\n"
+    "answers webhooks with 503 and Retry-After, and keeps retrying.\n"
+    "\n"
+    "  -c, --config FILE  configuration file (libconfig syntax)\n"
+    "  -h, --help         show this help\n"
+    "\n"
+    "Signals: SIGHUP reloads the configuration (a broken one is refused and the\n"
+    "current one kept); SIGTERM or SIGINT stop after the requests in flight; a\n"
+    "second one exits at once.\n"
+    "Environment: HOOKD_DATABASE_URL is the conninfo when the file sets none;\n"
+    "CREDENTIALS_DIRECTORY is where `credentials` secrets are read.\n";
+
+static const char migrate_usage[] =
+    "usage: hookd migrate --config FILE\n"
+    "\n"
+    "Applies the SQL migrations built into hookd that the database lacks, under\n"
+    "an advisory lock (instances starting together take turns), and exits.\n"
+    "\n"
+    "  -c, --config FILE  configuration file (for database.conninfo)\n"
+    "  -h, --help         show this help\n";
+
+static const char check_usage[] =
+    "usage: hookd check-config --config FILE\n"
+    "\n"
+    "Validates the configuration without starting: syntax, unknown settings,\n"
+    "types and ranges, secret files and TLS files. Prints \"config OK\" or one\n"
+    "error naming the file and line, exit status 2.\n"
+    "\n"
+    "  -c, --config FILE  configuration file\n"
+    "  -h, --help         show this help\n";
+
+static volatile sig_atomic_t main_stop_requested;
+
+
+/* Parses "--config FILE" (and --help) for the simple commands. */
+static int
+parse_config_arg(int argc, char **argv, const char *usage, const char **ret_file)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}
+    };
+    int c;
+
+    *ret_file = NULL;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            *ret_file = optarg;
+            break;
+        case 'h':
+            fputs(usage, stdout);
+            exit(0);
+        default:
+            fputs(usage, stderr);
+            return -1;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "hookd: unexpected argument \"%s\"\n%s", argv[optind], usage);
+        return -1;
+    }
+    if (*ret_file == NULL) {
+        fprintf(stderr, "hookd: --config FILE is required\n%s", usage);
+        return -1;
+    }
+    return 0;
+}
+
+
+static int
+load_or_report(const char *file, struct cfg **ret)
+{
+    char err[CFG_ERR_MAX];
+
+    if (cfg_load(file, ret, err, sizeof(err)) < 0) {
+        fprintf(stderr, "hookd: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+
+static int
+cmd_check_config(int argc, char **argv)
+{
+    const char *file;
+    struct cfg *cfg;
+
+    if (parse_config_arg(argc, argv, check_usage, &file) < 0) {
+        return EXIT_USAGE;
+    }
+    if (load_or_report(file, &cfg) < 0) {
+        return EXIT_USAGE;
+    }
+    printf("config OK: %zu listen address(es), %zu endpoint(s), database %s\n",
+           cfg->cf_nlisten, cfg->cf_nendpoints,
+           *cfg_conninfo(cfg) ? "configured" : "from libpq defaults");
+    cfg_free(cfg);
+    return 0;
+}
+
+
+static int
+cmd_migrate(int argc, char **argv)
+{
+    const char *file;
+    struct cfg *cfg;
+    char err[CFG_ERR_MAX];
+    int applied = 0;
+    int rc;
+
+    if (parse_config_arg(argc, argv, migrate_usage, &file) < 0) {
+        return EXIT_USAGE;
+    }
+    if (load_or_report(file, &cfg) < 0) {
+        return EXIT_USAGE;
+    }
+    rc = store_migrate(cfg_conninfo(cfg), cfg->cf_connect_timeout, &applied, err, sizeof(err));
+    cfg_free(cfg);
+    if (rc < 0) {
+        fprintf(stderr, "hookd: %s\n", err);
+        return EXIT_RUNTIME;
+    }
+    printf("migrations applied: %d\n", applied);
+    return 0;
+}
+
+
+static void
+reload(struct http *h, const char *file)
+{
+    struct cfg *new_cfg;
+    char err[CFG_ERR_MAX];
+    char changes[256];
+
+    sd_notify(0, "RELOADING=1");
+    if (cfg_load(file, &new_cfg, err, sizeof(err)) < 0) {
+        log_error("reload failed, keeping the current configuration: %s", err);
+        sd_notify(0, "READY=1");
+        return;
+    }
+    cfg_restart_changes(http_cfg(h), new_cfg, changes, sizeof(changes));
+    if (changes[0] != '\0') {
+        log_warning("reload: these settings change only on restart and were not applied: %s",
+                    changes);
+    }
+    log_notice("reload done endpoints=%zu", new_cfg->cf_nendpoints);
+    http_swap_cfg(h, new_cfg);
+    sd_notify(0, "READY=1");
+}
+
+
+/* Runs during shutdown: a second stop signal ends the process at once. */
+static void *
+second_signal_main(void *arg)
+{
+    sigset_t *set = arg;
+    int sig;
+
+    while (sigwait(set, &sig) == 0) {
+        if (sig == SIGTERM || sig == SIGINT) {
+            log_warning("second stop signal, exiting now without waiting");
+            _exit(0);
+        }
+    }
+    return NULL;
+}
+
+
+static int
+cmd_serve(int argc, char **argv)
+{
+    const char *file;
+    struct cfg *cfg;
+    struct store *st = NULL;
+    struct http *h = NULL;
+    char err[CFG_ERR_MAX];
+    static sigset_t set;
+    struct timespec tick = {1, 0};
+    pthread_t second;
+    bool announced = false;
+
+    if (parse_config_arg(argc, argv, serve_usage, &file) < 0) {
+        return EXIT_USAGE;
+    }
+    if (load_or_report(file, &cfg) < 0) {
+        return EXIT_USAGE;
+    }
+    log_set_level(cfg->cf_log_level);
+
+    /* Every thread created from here on inherits the blocked set. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    log_notice("hookd %s starting config=\"%s\"", HOOKD_VERSION, file);
+    sd_notify(0, "STATUS=connecting to the database");
+    if (store_start(cfg, &st, err, sizeof(err)) < 0) {
+        log_error("could not start the store: %s", err);
+        cfg_free(cfg);
+        return EXIT_RUNTIME;
+    }
+    store_warm_up(st);
+    for (size_t i = 0; i < cfg->cf_nlisten; i++) {
+        log_notice("listening on https://%s", cfg->cf_listen[i]);
+    }
+    if (http_start(cfg, st, &h, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        store_stop(st);
+        return EXIT_RUNTIME;
+    }
+
+    while (!main_stop_requested) {
+        int sig;
+
+        if (!announced && store_ready(st)) {
+            announced = true;
+            log_notice("hookd ready");
+            sd_notify(0, "READY=1\nSTATUS=serving");
+        } else if (!store_ready(st)) {
+            store_warm_up(st);
+        }
+        sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGHUP) {
+            reload(h, file);
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            main_stop_requested = 1;
+        }
+    }
+
+    log_notice("stopping: finishing requests in flight");
+    sd_notify(0, "STOPPING=1");
+    if (pthread_create(&second, NULL, second_signal_main, &set) == 0) {
+        pthread_detach(second);
+    }
+    http_stop(h);
+    store_stop(st);
+    log_notice("stopped");
+    return 0;
+}
+
+
+int
+main(int argc, char **argv)
+{
+    const char *cmd = argc > 1 ? argv[1] : NULL;
+
+    if (cmd == NULL) {
+        fputs(main_usage, stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(cmd, "-h") == 0 || strcmp(cmd, "--help") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(main_usage, stdout);
+        return 0;
+    }
+    if (strcmp(cmd, "-V") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("hookd %s\n", HOOKD_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "serve") == 0) {
+        return cmd_serve(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "migrate") == 0) {
+        return cmd_migrate(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "check-config") == 0) {
+        return cmd_check_config(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "send-test") == 0) {
+        return sendtest_main(argc - 1, argv + 1);
+    }
+    fprintf(stderr, "hookd: unrecognized command \"%s\"\n%s", cmd, main_usage);
+    return EXIT_USAGE;
+}

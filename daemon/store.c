@@ -1,0 +1,912 @@
+/* SPDX-License-Identifier: MIT */
+#include "store.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+#include "cfg.h"
+#include "embedded.h"
+#include "log.h"
+
+/* A batch stops growing past this many body bytes (one item always fits). */
+#define STORE_BATCH_BYTES (8u << 20)
+/* Key of the advisory lock that serialises migrations across instances. */
+#define STORE_MIGRATE_LOCK 0x686f6f6b64LL
+
+enum item_state {
+    ITEM_QUEUED = 0,
+    ITEM_TAKEN,
+    ITEM_DONE
+};
+
+enum exec_status {
+    EXEC_OK = 0,
+    EXEC_CONN,        /* connection lost, timed out or unusable */
+    EXEC_DATA,        /* the server refused the data (SQLSTATE class 22/23) */
+    EXEC_OTHER        /* any other server error */
+};
+
+struct writer {
+    struct store *w_store;
+    pthread_t w_thread;
+    PGconn *w_conn;
+    int w_index;
+};
+
+struct store {
+    pthread_mutex_t st_lock;
+    pthread_cond_t st_wake;          /* writers wait here for items */
+    struct store_item *st_head;
+    struct store_item *st_tail;
+    bool st_stopping;
+
+    char *st_conninfo;
+    int st_connect_timeout;
+    int st_query_timeout;
+    int st_max_batch;
+
+    atomic_bool st_migrated;
+    atomic_bool st_healthy;          /* last connect attempt worked */
+    _Atomic long long st_retry_at_ms;/* while unhealthy: refuse before this */
+    atomic_bool st_down_logged;
+    pthread_mutex_t st_migrate_lock;
+
+    struct writer *st_writers;
+    int st_nwriters;
+};
+
+static const char insert_events_sql[] =
+    "WITH input AS ("
+    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+    "  $6::text[], $7::text[], $8::text[], $9::text[], $10::float8[]) WITH ORDINALITY"
+    "  AS u(dedup_key, event_type, chatbot_id, thread_id, raw_body, scheme, endpoint,"
+    "  delivery_id, remote_addr, received, ord)"
+    "), ins AS ("
+    " INSERT INTO hookd.events (dedup_key, event_type, chatbot_id, thread_id, raw_body,"
+    "  payload, scheme, endpoint, delivery_id, remote_addr, received_at)"
+    " SELECT dedup_key, event_type, chatbot_id, thread_id, raw_body, raw_body::jsonb,"
+    "  scheme, endpoint, delivery_id, remote_addr::inet, to_timestamp(received)"
+    " FROM input ORDER BY ord"
+    " ON CONFLICT (dedup_key) DO NOTHING"
+    " RETURNING id, dedup_key"
+    ")"
+    " SELECT i.ord, coalesce(ins.id, e.id), ins.id IS NOT NULL"
+    " FROM input i LEFT JOIN ins ON ins.dedup_key = i.dedup_key"
+    " LEFT JOIN hookd.events e ON ins.id IS NULL AND e.dedup_key = i.dedup_key"
+    " ORDER BY i.ord";
+
+static const char insert_quarantine_sql[] =
+    "INSERT INTO hookd.quarantine (endpoint, reason, raw_body, content_type, scheme,"
+    " remote_addr, received_at)"
+    " VALUES ($1, $2, $3, $4, $5, $6::inet, to_timestamp($7::float8)) RETURNING id";
+
+
+const char *
+store_result_name(enum store_result r)
+{
+    switch (r) {
+    case STORE_STORED:
+        return "stored";
+    case STORE_DUPLICATE:
+        return "duplicate";
+    case STORE_QUARANTINED:
+        return "quarantined";
+    case STORE_UNAVAILABLE:
+        return "unavailable";
+    }
+    return "unknown";
+}
+
+
+static long long
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+/*
+ * Opens a connection with hookd's safety settings placed before the
+ * user's conninfo, so anything the user sets explicitly wins.
+ */
+static PGconn *
+db_connect(const char *conninfo, int connect_timeout, int query_timeout)
+{
+    char ct[16];
+    char tut[16];
+    const char *keys[] = {
+        "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "tcp_user_timeout", "application_name", "client_encoding",
+        "dbname", NULL
+    };
+    const char *vals[] = {ct, "1", "5", "2", "3", tut, "hookd", "UTF8", conninfo, NULL};
+
+    snprintf(ct, sizeof(ct), "%d", connect_timeout);
+    snprintf(tut, sizeof(tut), "%d", query_timeout * 1000);
+    if (conninfo == NULL || *conninfo == '\0') {
+        keys[8] = NULL;
+        vals[8] = NULL;
+    }
+    return PQconnectdbParams(keys, vals, 1);
+}
+
+
+/* The first line of libpq's error text, for logs (never holds the password). */
+static const char *
+db_error_line(PGconn *c, char *buf, size_t cap)
+{
+    const char *msg = c ? PQerrorMessage(c) : "out of memory";
+    size_t n = strcspn(msg, "\n");
+
+    snprintf(buf, cap, "%.*s", (int)(n < cap ? n : cap - 1), msg);
+    return buf;
+}
+
+
+/*
+ * Runs one statement on a non-blocking connection and waits at most
+ * timeout_ms for its answer. On EXEC_OK *ret gets the result (caller
+ * clears it). sqlstate (6 bytes) gets the error code of a server refusal.
+ */
+static enum exec_status
+db_exec(PGconn *c, const char *sql, int n, const char *const *values, const int *lengths,
+        const int *formats, int timeout_ms, PGresult **ret, char *sqlstate)
+{
+    long long deadline = now_ms() + timeout_ms;
+    PGresult *res;
+    PGresult *last = NULL;
+    int flushed;
+
+    sqlstate[0] = '\0';
+    if (PQstatus(c) != CONNECTION_OK
+        || !PQsendQueryParams(c, sql, n, NULL, values, lengths, formats, 0))
+    {
+        return EXEC_CONN;
+    }
+    for (;;) {
+        struct pollfd pfd = {PQsocket(c), POLLIN, 0};
+        long long left = deadline - now_ms();
+
+        flushed = PQflush(c);
+        if (flushed < 0) {
+            return EXEC_CONN;
+        }
+        if (flushed == 0 && !PQisBusy(c)) {
+            break;
+        }
+        if (flushed == 1) {
+            pfd.events |= POLLOUT;
+        }
+        if (left <= 0) {
+            return EXEC_CONN;
+        }
+        if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR) {
+            return EXEC_CONN;
+        }
+        if ((pfd.revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(c)) {
+            return EXEC_CONN;
+        }
+    }
+    while ((res = PQgetResult(c)) != NULL) {
+        PQclear(last);
+        last = res;
+        if (PQisBusy(c)) {
+            /* Results of one statement arrive together; busy means trouble. */
+            break;
+        }
+    }
+    if (last == NULL || PQstatus(c) != CONNECTION_OK) {
+        PQclear(last);
+        return EXEC_CONN;
+    }
+    if (PQresultStatus(last) != PGRES_TUPLES_OK && PQresultStatus(last) != PGRES_COMMAND_OK) {
+        const char *state = PQresultErrorField(last, PG_DIAG_SQLSTATE);
+
+        snprintf(sqlstate, 6, "%s", state ? state : "");
+        PQclear(last);
+        if (sqlstate[0] == '0' && sqlstate[1] == '8') {
+            return EXEC_CONN;
+        }
+        if (sqlstate[0] == '2' && (sqlstate[1] == '2' || sqlstate[1] == '3')) {
+            return EXEC_DATA;
+        }
+        return EXEC_OTHER;
+    }
+    *ret = last;
+    return EXEC_OK;
+}
+
+
+/* A growable text buffer; on allocation failure it stays failed. */
+struct buf {
+    char *b_data;
+    size_t b_len;
+    size_t b_cap;
+    bool b_failed;
+};
+
+
+static void
+buf_reserve(struct buf *b, size_t more)
+{
+    size_t want = b->b_len + more + 1;
+    char *grown;
+
+    if (b->b_failed || want <= b->b_cap) {
+        return;
+    }
+    if (want < b->b_cap * 2) {
+        want = b->b_cap * 2;
+    }
+    grown = realloc(b->b_data, want);
+    if (grown == NULL) {
+        b->b_failed = true;
+        return;
+    }
+    b->b_data = grown;
+    b->b_cap = want;
+}
+
+
+static void
+buf_add(struct buf *b, const char *s, size_t n)
+{
+    buf_reserve(b, n);
+    if (!b->b_failed) {
+        memcpy(b->b_data + b->b_len, s, n);
+        b->b_len += n;
+        b->b_data[b->b_len] = '\0';
+    }
+}
+
+
+/* Appends one element of a text[] literal: NULL, or quoted and escaped. */
+static void
+buf_add_elem(struct buf *b, const char *s, size_t n, bool first)
+{
+    if (!first) {
+        buf_add(b, ",", 1);
+    }
+    if (s == NULL) {
+        buf_add(b, "NULL", 4);
+        return;
+    }
+    buf_reserve(b, 2 * n + 2);
+    if (b->b_failed) {
+        return;
+    }
+    b->b_data[b->b_len++] = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\') {
+            b->b_data[b->b_len++] = '\\';
+        }
+        b->b_data[b->b_len++] = s[i];
+    }
+    b->b_data[b->b_len++] = '"';
+    b->b_data[b->b_len] = '\0';
+}
+
+
+#define EVENT_COLUMNS 10
+
+
+/* Builds the ten array parameters of insert_events_sql for items[0..n). */
+static bool
+build_event_arrays(struct store_item **items, size_t n, struct buf cols[EVENT_COLUMNS])
+{
+    for (int c = 0; c < EVENT_COLUMNS; c++) {
+        buf_add(&cols[c], "{", 1);
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct store_item *it = items[i];
+        const char *text[EVENT_COLUMNS - 1] = {
+            it->si_dedup_key, it->si_event_type, it->si_chatbot_id, it->si_thread_id,
+            (const char *)it->si_body, it->si_scheme, it->si_endpoint, it->si_delivery_id,
+            it->si_remote_addr
+        };
+        char when[32];
+
+        for (int c = 0; c < EVENT_COLUMNS - 1; c++) {
+            size_t len = c == 4 ? it->si_body_len : text[c] ? strlen(text[c]) : 0;
+
+            buf_add_elem(&cols[c], text[c], len, i == 0);
+        }
+        snprintf(when, sizeof(when), "%s%lld.%06lld", i == 0 ? "" : ",",
+                 (long long)(it->si_received_us / 1000000),
+                 (long long)(it->si_received_us % 1000000));
+        buf_add(&cols[EVENT_COLUMNS - 1], when, strlen(when));
+    }
+    for (int c = 0; c < EVENT_COLUMNS; c++) {
+        buf_add(&cols[c], "}", 1);
+        if (cols[c].b_failed) {
+            return false;
+        }
+    }
+    return true;
+}
+
+
+/* Inserts events items[0..n) in one statement and fills their results. */
+static enum exec_status
+write_events(struct store *st, PGconn *c, struct store_item **items, size_t n, char *sqlstate)
+{
+    struct buf cols[EVENT_COLUMNS];
+    const char *values[EVENT_COLUMNS];
+    PGresult *res = NULL;
+    enum exec_status es;
+
+    memset(cols, 0, sizeof(cols));
+    if (!build_event_arrays(items, n, cols)) {
+        es = EXEC_OTHER;
+        snprintf(sqlstate, 6, "53200");
+        goto out;
+    }
+    for (int i = 0; i < EVENT_COLUMNS; i++) {
+        values[i] = cols[i].b_data;
+    }
+    es = db_exec(c, insert_events_sql, EVENT_COLUMNS, values, NULL, NULL,
+                 st->st_query_timeout * 1000, &res, sqlstate);
+    if (es != EXEC_OK) {
+        goto out;
+    }
+    if ((size_t)PQntuples(res) != n) {
+        es = EXEC_OTHER;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        struct store_item *it = items[i];
+        bool inserted = PQgetvalue(res, (int)i, 2)[0] == 't';
+
+        it->si_id = PQgetisnull(res, (int)i, 1) ? 0 : atoll(PQgetvalue(res, (int)i, 1));
+        it->si_result = inserted ? STORE_STORED : STORE_DUPLICATE;
+        /* The same key twice in one batch: the later one is the duplicate. */
+        for (size_t j = 0; inserted && j < i; j++) {
+            if (items[j]->si_kind == STORE_EVENT && items[j]->si_id == it->si_id) {
+                it->si_result = STORE_DUPLICATE;
+            }
+        }
+    }
+out:
+    PQclear(res);
+    for (int i = 0; i < EVENT_COLUMNS; i++) {
+        free(cols[i].b_data);
+    }
+    return es;
+}
+
+
+static enum exec_status
+write_quarantine(struct store *st, PGconn *c, struct store_item *it, char *sqlstate)
+{
+    char when[32];
+    const char *values[7];
+    int lengths[7] = {0};
+    int formats[7] = {0, 0, 1, 0, 0, 0, 0};
+    PGresult *res = NULL;
+    enum exec_status es;
+
+    snprintf(when, sizeof(when), "%lld.%06lld", (long long)(it->si_received_us / 1000000),
+             (long long)(it->si_received_us % 1000000));
+    values[0] = it->si_endpoint;
+    values[1] = it->si_reason;
+    values[2] = (const char *)it->si_body;
+    lengths[2] = (int)it->si_body_len;
+    values[3] = it->si_content_type;
+    values[4] = it->si_scheme;
+    values[5] = it->si_remote_addr;
+    values[6] = when;
+    es = db_exec(c, insert_quarantine_sql, 7, values, lengths, formats,
+                 st->st_query_timeout * 1000, &res, sqlstate);
+    if (es == EXEC_OK) {
+        it->si_id = atoll(PQgetvalue(res, 0, 0));
+        it->si_result = STORE_QUARANTINED;
+    }
+    PQclear(res);
+    return es;
+}
+
+
+/*
+ * PostgreSQL refused a batch's data. Writes each event alone so that one
+ * bad payload cannot hold back the others; one refused alone is kept in
+ * quarantine with the refusal as its reason.
+ */
+static enum exec_status
+write_events_one_by_one(struct store *st, PGconn *c, struct store_item **items, size_t n)
+{
+    char sqlstate[6];
+
+    for (size_t i = 0; i < n; i++) {
+        struct store_item *it = items[i];
+        enum exec_status es = write_events(st, c, &items[i], 1, sqlstate);
+
+        if (es == EXEC_DATA) {
+            char reason[64];
+
+            snprintf(reason, sizeof(reason), "database refused the payload (sqlstate %s)",
+                     sqlstate);
+            snprintf(it->si_sqlstate, sizeof(it->si_sqlstate), "%s", sqlstate);
+            it->si_reason = reason;
+            es = write_quarantine(st, c, it, sqlstate);
+            it->si_reason = NULL;
+            if (es == EXEC_OK) {
+                log_warning("event refused by the database, kept in quarantine "
+                            "quarantine_id=%lld sqlstate=%s endpoint=%s",
+                            it->si_id, it->si_sqlstate, it->si_endpoint);
+            }
+        }
+        if (es != EXEC_OK) {
+            return es;
+        }
+    }
+    return EXEC_OK;
+}
+
+
+static void
+mark_down(struct store *st, const char *why)
+{
+    atomic_store(&st->st_healthy, false);
+    atomic_store(&st->st_retry_at_ms, now_ms() + 1000);
+    if (!atomic_exchange(&st->st_down_logged, true)) {
+        log_error("database unavailable, answering 503 until it is back reason=\"%s\"", why);
+    }
+}
+
+
+static void
+mark_up(struct store *st)
+{
+    atomic_store(&st->st_healthy, true);
+    if (atomic_exchange(&st->st_down_logged, false)) {
+        log_notice("database available again");
+    }
+}
+
+
+static bool
+ensure_migrated(struct store *st)
+{
+    char err[CFG_ERR_MAX];
+    int applied = 0;
+    bool ok = true;
+
+    if (atomic_load(&st->st_migrated)) {
+        return true;
+    }
+    pthread_mutex_lock(&st->st_migrate_lock);
+    if (!atomic_load(&st->st_migrated)) {
+        if (store_migrate(st->st_conninfo, st->st_connect_timeout, &applied, err,
+                          sizeof(err)) == 0)
+        {
+            atomic_store(&st->st_migrated, true);
+            log_notice("database migrated applied=%d", applied);
+        } else {
+            mark_down(st, err);
+            ok = false;
+        }
+    }
+    pthread_mutex_unlock(&st->st_migrate_lock);
+    return ok;
+}
+
+
+/* Makes w's connection usable: connected and the schema migrated. */
+static bool
+writer_connect(struct writer *w)
+{
+    struct store *st = w->w_store;
+    char msg[256];
+
+    if (w->w_conn != NULL && PQstatus(w->w_conn) == CONNECTION_OK) {
+        return true;
+    }
+    PQfinish(w->w_conn);
+    w->w_conn = db_connect(st->st_conninfo, st->st_connect_timeout, st->st_query_timeout);
+    if (w->w_conn == NULL || PQstatus(w->w_conn) != CONNECTION_OK) {
+        mark_down(st, db_error_line(w->w_conn, msg, sizeof(msg)));
+        PQfinish(w->w_conn);
+        w->w_conn = NULL;
+        return false;
+    }
+    if (PQsetnonblocking(w->w_conn, 1) != 0 || !ensure_migrated(st)) {
+        PQfinish(w->w_conn);
+        w->w_conn = NULL;
+        return false;
+    }
+    log_debug("database connection opened writer=%d", w->w_index);
+    mark_up(st);
+    return true;
+}
+
+
+/* Writes one batch; on return every item has its result. */
+static void
+writer_run_batch(struct writer *w, struct store_item **items, size_t n)
+{
+    struct store *st = w->w_store;
+    struct store_item *events[n];
+    size_t nevents = 0;
+    char sqlstate[6] = "";
+    enum exec_status es = EXEC_CONN;
+    char msg[256];
+
+    for (size_t i = 0; i < n; i++) {
+        items[i]->si_result = STORE_UNAVAILABLE;
+        if (items[i]->si_kind == STORE_EVENT) {
+            events[nevents++] = items[i];
+        }
+    }
+    /* A connection that died while idle fails at once; try a fresh one. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (!writer_connect(w)) {
+            return;
+        }
+        es = nevents > 0 ? write_events(st, w->w_conn, events, nevents, sqlstate) : EXEC_OK;
+        if (es == EXEC_DATA) {
+            es = write_events_one_by_one(st, w->w_conn, events, nevents);
+        }
+        for (size_t i = 0; es == EXEC_OK && i < n; i++) {
+            if (items[i]->si_kind == STORE_QUARANTINE) {
+                es = write_quarantine(st, w->w_conn, items[i], sqlstate);
+            }
+        }
+        if (es != EXEC_CONN) {
+            break;
+        }
+        db_error_line(w->w_conn, msg, sizeof(msg));
+        PQfinish(w->w_conn);
+        w->w_conn = NULL;
+        if (attempt == 1) {
+            mark_down(st, msg);
+        } else {
+            log_warning("database connection lost, retrying on a new one writer=%d "
+                        "reason=\"%s\"", w->w_index, msg);
+        }
+    }
+    if (es == EXEC_OTHER) {
+        log_error("could not store events sqlstate=%s count=%zu", sqlstate, n);
+        for (size_t i = 0; i < n; i++) {
+            items[i]->si_result = STORE_UNAVAILABLE;
+        }
+    }
+}
+
+
+static void *
+writer_main(void *arg)
+{
+    struct writer *w = arg;
+    struct store *st = w->w_store;
+
+    pthread_mutex_lock(&st->st_lock);
+    for (;;) {
+        struct store_item **batch;
+        size_t n = 0;
+        size_t bytes = 0;
+
+        while (st->st_head == NULL && !st->st_stopping) {
+            pthread_cond_wait(&st->st_wake, &st->st_lock);
+        }
+        if (st->st_head == NULL) {
+            break;
+        }
+        batch = malloc((size_t)st->st_max_batch * sizeof(*batch));
+        if (batch == NULL) {
+            /* Leave the items for another writer or a later try. */
+            pthread_mutex_unlock(&st->st_lock);
+            log_error("could not allocate a batch");
+            sleep(1);
+            pthread_mutex_lock(&st->st_lock);
+            continue;
+        }
+        while (st->st_head != NULL && n < (size_t)st->st_max_batch
+               && (n == 0 || bytes + st->st_head->si_body_len <= STORE_BATCH_BYTES))
+        {
+            struct store_item *it = st->st_head;
+
+            st->st_head = it->si_next;
+            it->si_state = ITEM_TAKEN;
+            bytes += it->si_body_len;
+            batch[n++] = it;
+        }
+        if (st->st_head == NULL) {
+            st->st_tail = NULL;
+        }
+        pthread_mutex_unlock(&st->st_lock);
+
+        writer_run_batch(w, batch, n);
+
+        pthread_mutex_lock(&st->st_lock);
+        for (size_t i = 0; i < n; i++) {
+            batch[i]->si_state = ITEM_DONE;
+            pthread_cond_signal(&batch[i]->si_cond);
+        }
+        free(batch);
+    }
+    pthread_mutex_unlock(&st->st_lock);
+    PQfinish(w->w_conn);
+    w->w_conn = NULL;
+    return NULL;
+}
+
+
+enum store_result
+store_submit(struct store *st, struct store_item *item)
+{
+    long long wait_ms = (long long)(st->st_connect_timeout + st->st_query_timeout) * 1000 + 1000;
+    struct timespec deadline;
+    pthread_condattr_t attr;
+
+    item->si_result = STORE_UNAVAILABLE;
+    item->si_id = 0;
+    item->si_sqlstate[0] = '\0';
+    if (!atomic_load(&st->st_healthy) && now_ms() < atomic_load(&st->st_retry_at_ms)) {
+        return STORE_UNAVAILABLE;
+    }
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&item->si_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
+    deadline.tv_sec += wait_ms / 1000;
+    deadline.tv_nsec += (wait_ms % 1000) * 1000000;
+    if (deadline.tv_nsec >= 1000000000) {
+        deadline.tv_sec++;
+        deadline.tv_nsec -= 1000000000;
+    }
+
+    pthread_mutex_lock(&st->st_lock);
+    if (st->st_stopping) {
+        pthread_mutex_unlock(&st->st_lock);
+        pthread_cond_destroy(&item->si_cond);
+        return STORE_UNAVAILABLE;
+    }
+    item->si_state = ITEM_QUEUED;
+    item->si_next = NULL;
+    if (st->st_tail != NULL) {
+        st->st_tail->si_next = item;
+    } else {
+        st->st_head = item;
+    }
+    st->st_tail = item;
+    pthread_cond_signal(&st->st_wake);
+
+    while (item->si_state != ITEM_DONE) {
+        int rc = pthread_cond_timedwait(&item->si_cond, &st->st_lock, &deadline);
+
+        /*
+         * Past the deadline an item still queued is withdrawn. One a writer
+         * has taken is waited for: the writer's own timeouts bound it and it
+         * still points into this item.
+         */
+        if (rc == ETIMEDOUT && item->si_state == ITEM_QUEUED) {
+            struct store_item **pp = &st->st_head;
+            struct store_item *prev = NULL;
+
+            while (*pp != item) {
+                prev = *pp;
+                pp = &(*pp)->si_next;
+            }
+            *pp = item->si_next;
+            if (st->st_tail == item) {
+                st->st_tail = prev;
+            }
+            item->si_result = STORE_UNAVAILABLE;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&st->st_lock);
+    pthread_cond_destroy(&item->si_cond);
+    return item->si_result;
+}
+
+
+bool
+store_ready(struct store *st)
+{
+    return atomic_load(&st->st_migrated) && atomic_load(&st->st_healthy);
+}
+
+
+void
+store_warm_up(struct store *st)
+{
+    if (st->st_nwriters > 0) {
+        /* Writer 0 is idle until items come; borrow its slot safely by
+         * migrating through a separate short connection instead. */
+        (void)ensure_migrated(st);
+        if (atomic_load(&st->st_migrated)) {
+            mark_up(st);
+        }
+    }
+}
+
+
+int
+store_start(const struct cfg *cfg, struct store **ret, char *err, size_t errlen)
+{
+    struct store *st = calloc(1, sizeof(*st));
+
+    if (st == NULL || (st->st_conninfo = strdup(cfg_conninfo(cfg))) == NULL) {
+        free(st);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&st->st_lock, NULL);
+    pthread_mutex_init(&st->st_migrate_lock, NULL);
+    pthread_cond_init(&st->st_wake, NULL);
+    st->st_connect_timeout = cfg->cf_connect_timeout;
+    st->st_query_timeout = cfg->cf_query_timeout;
+    st->st_max_batch = cfg->cf_max_batch;
+    atomic_store(&st->st_healthy, true);
+    st->st_writers = calloc((size_t)cfg->cf_writers, sizeof(*st->st_writers));
+    if (st->st_writers == NULL) {
+        snprintf(err, errlen, "out of memory");
+        store_stop(st);
+        return -1;
+    }
+    for (int i = 0; i < cfg->cf_writers; i++) {
+        struct writer *w = &st->st_writers[i];
+
+        w->w_store = st;
+        w->w_index = i;
+        if (pthread_create(&w->w_thread, NULL, writer_main, w) != 0) {
+            snprintf(err, errlen, "could not start writer thread: %s", strerror(errno));
+            store_stop(st);
+            return -1;
+        }
+        st->st_nwriters++;
+    }
+    *ret = st;
+    return 0;
+}
+
+
+void
+store_stop(struct store *st)
+{
+    if (st == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&st->st_lock);
+    st->st_stopping = true;
+    pthread_cond_broadcast(&st->st_wake);
+    pthread_mutex_unlock(&st->st_lock);
+    for (int i = 0; i < st->st_nwriters; i++) {
+        pthread_join(st->st_writers[i].w_thread, NULL);
+    }
+    free(st->st_writers);
+    pthread_cond_destroy(&st->st_wake);
+    pthread_mutex_destroy(&st->st_lock);
+    pthread_mutex_destroy(&st->st_migrate_lock);
+    free(st->st_conninfo);
+    free(st);
+}
+
+
+/* Runs sql on a blocking connection; on failure writes the reason to err. */
+static int
+migrate_exec(PGconn *c, const char *sql, const char *what, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(c, sql);
+    ExecStatusType s = PQresultStatus(res);
+    int ok = s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK;
+
+    if (!ok) {
+        const char *msg = PQresultErrorMessage(res);
+
+        snprintf(err, errlen, "could not %s: %.*s", what, (int)strcspn(msg, "\n"), msg);
+    }
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+
+static int
+migrate_locked(PGconn *c, int *applied, char *err, size_t errlen)
+{
+    PGresult *res;
+    const char *enc = PQparameterStatus(c, "server_encoding");
+
+    if (enc == NULL || strcmp(enc, "UTF8") != 0) {
+        snprintf(err, errlen, "database encoding is %s; hookd needs a UTF8 database",
+                 enc ? enc : "unknown");
+        return -1;
+    }
+    if (migrate_exec(c, "CREATE SCHEMA IF NOT EXISTS hookd;"
+                     "CREATE TABLE IF NOT EXISTS hookd.schema_migrations ("
+                     " version integer PRIMARY KEY, name text NOT NULL,"
+                     " applied_at timestamptz NOT NULL DEFAULT now())",
+                     "create the hookd schema", err, errlen) < 0)
+    {
+        return -1;
+    }
+    for (const struct embedded_file *m = embedded_migrations; m->ef_name != NULL; m++) {
+        char version[16];
+        const char *params[2] = {version, m->ef_name};
+        bool done;
+
+        snprintf(version, sizeof(version), "%d", atoi(m->ef_name));
+        res = PQexecParams(c, "SELECT 1 FROM hookd.schema_migrations WHERE version = $1", 1,
+                           NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            PQclear(res);
+            snprintf(err, errlen, "could not read hookd.schema_migrations");
+            return -1;
+        }
+        done = PQntuples(res) > 0;
+        PQclear(res);
+        if (done) {
+            continue;
+        }
+        if (migrate_exec(c, "BEGIN", "begin a migration", err, errlen) < 0) {
+            return -1;
+        }
+        if (migrate_exec(c, (const char *)m->ef_data, m->ef_name, err, errlen) < 0) {
+            (void)migrate_exec(c, "ROLLBACK", "roll back", err + strlen(err), 0);
+            return -1;
+        }
+        res = PQexecParams(c, "INSERT INTO hookd.schema_migrations (version, name)"
+                           " VALUES ($1, $2)", 2, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            PQclear(res);
+            (void)migrate_exec(c, "ROLLBACK", "roll back", err, 0);
+            snprintf(err, errlen, "could not record migration %s", m->ef_name);
+            return -1;
+        }
+        PQclear(res);
+        if (migrate_exec(c, "COMMIT", "commit a migration", err, errlen) < 0) {
+            return -1;
+        }
+        (*applied)++;
+    }
+    return 0;
+}
+
+
+int
+store_migrate(const char *conninfo, int connect_timeout, int *ret_applied, char *err,
+              size_t errlen)
+{
+    PGconn *c = db_connect(conninfo, connect_timeout, 30);
+    char lock_sql[96];
+    int applied = 0;
+    int result = -1;
+
+    if (c == NULL || PQstatus(c) != CONNECTION_OK) {
+        char msg[256];
+
+        snprintf(err, errlen, "could not connect to the database: %s",
+                 db_error_line(c, msg, sizeof(msg)));
+        PQfinish(c);
+        return -1;
+    }
+    snprintf(lock_sql, sizeof(lock_sql), "SELECT pg_advisory_lock(%lld)", STORE_MIGRATE_LOCK);
+    if (migrate_exec(c, "SET client_min_messages = warning", "set up the session", err,
+                     errlen) == 0
+        && migrate_exec(c, lock_sql, "take the migration lock", err, errlen) == 0)
+    {
+        result = migrate_locked(c, &applied, err, errlen);
+        /* Closing the session releases the lock too; this is just tidy. */
+        snprintf(lock_sql, sizeof(lock_sql), "SELECT pg_advisory_unlock(%lld)",
+                 STORE_MIGRATE_LOCK);
+        (void)PQclear(PQexec(c, lock_sql));
+    }
+    PQfinish(c);
+    if (result == 0 && ret_applied != NULL) {
+        *ret_applied = applied;
+    }
+    return result;
+}
