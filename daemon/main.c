@@ -264,13 +264,13 @@ cmd_serve(int argc, char **argv)
         return EXIT_RUNTIME;
     }
     store_warm_up(st);
-    for (size_t i = 0; i < cfg->cf_nlisten; i++) {
-        log_notice("listening on https://%s", cfg->cf_listen[i]);
-    }
     if (http_start(cfg, st, &h, err, sizeof(err)) < 0) {
         log_error("%s", err);
         store_stop(st);
         return EXIT_RUNTIME;
+    }
+    for (size_t i = 0; i < http_cfg(h)->cf_nlisten; i++) {
+        log_notice("listening on https://%s", http_cfg(h)->cf_listen[i]);
     }
 
     while (!main_stop_requested) {

@@ -166,7 +166,7 @@ db_exec(PGconn *c, const char *sql, int n, const char *const *values, const int 
     long long deadline = now_ms() + timeout_ms;
     PGresult *res;
     PGresult *last = NULL;
-    int flushed;
+    int flushed = 1;
 
     sqlstate[0] = '\0';
     if (PQstatus(c) != CONNECTION_OK
@@ -174,48 +174,51 @@ db_exec(PGconn *c, const char *sql, int n, const char *const *values, const int 
     {
         return EXEC_CONN;
     }
+    /* Send everything, then read until every result is in; all bounded. */
     for (;;) {
         struct pollfd pfd = {PQsocket(c), POLLIN, 0};
         long long left = deadline - now_ms();
 
-        flushed = PQflush(c);
-        if (flushed < 0) {
-            return EXEC_CONN;
+        if (flushed == 1) {
+            flushed = PQflush(c);
+            if (flushed < 0) {
+                goto lost;
+            }
         }
         if (flushed == 0 && !PQisBusy(c)) {
-            break;
+            res = PQgetResult(c);
+            if (res == NULL) {
+                break;
+            }
+            PQclear(last);
+            last = res;
+            continue;
         }
         if (flushed == 1) {
             pfd.events |= POLLOUT;
         }
         if (left <= 0) {
-            return EXEC_CONN;
+            goto lost;
         }
         if (poll(&pfd, 1, (int)left) < 0 && errno != EINTR) {
-            return EXEC_CONN;
+            goto lost;
         }
         if ((pfd.revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(c)) {
-            return EXEC_CONN;
-        }
-    }
-    while ((res = PQgetResult(c)) != NULL) {
-        PQclear(last);
-        last = res;
-        if (PQisBusy(c)) {
-            /* Results of one statement arrive together; busy means trouble. */
-            break;
+            goto lost;
         }
     }
     if (last == NULL || PQstatus(c) != CONNECTION_OK) {
-        PQclear(last);
-        return EXEC_CONN;
+        goto lost;
     }
     if (PQresultStatus(last) != PGRES_TUPLES_OK && PQresultStatus(last) != PGRES_COMMAND_OK) {
         const char *state = PQresultErrorField(last, PG_DIAG_SQLSTATE);
 
         snprintf(sqlstate, 6, "%s", state ? state : "");
         PQclear(last);
-        if (sqlstate[0] == '0' && sqlstate[1] == '8') {
+        /* 08: connection exceptions; 57P0x: shutdown, terminated, crashed. */
+        if ((sqlstate[0] == '0' && sqlstate[1] == '8')
+            || (strncmp(sqlstate, "57P0", 4) == 0))
+        {
             return EXEC_CONN;
         }
         if (sqlstate[0] == '2' && (sqlstate[1] == '2' || sqlstate[1] == '3')) {
@@ -225,6 +228,9 @@ db_exec(PGconn *c, const char *sql, int n, const char *const *values, const int 
     }
     *ret = last;
     return EXEC_OK;
+lost:
+    PQclear(last);
+    return EXEC_CONN;
 }
 
 
@@ -576,6 +582,9 @@ writer_run_batch(struct writer *w, struct store_item **items, size_t n)
         }
     }
     if (es == EXEC_OTHER) {
+        /* The session may be in any state after an unexpected error: renew it. */
+        PQfinish(w->w_conn);
+        w->w_conn = NULL;
         log_error("could not store events sqlstate=%s count=%zu", sqlstate, n);
         for (size_t i = 0; i < n; i++) {
             items[i]->si_result = STORE_UNAVAILABLE;
