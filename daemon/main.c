@@ -263,7 +263,6 @@ cmd_serve(int argc, char **argv)
         cfg_free(cfg);
         return EXIT_RUNTIME;
     }
-    store_warm_up(st);
     if (http_start(cfg, st, &h, err, sizeof(err)) < 0) {
         log_error("%s", err);
         store_stop(st);
@@ -281,8 +280,10 @@ cmd_serve(int argc, char **argv)
             log_notice("hookd ready");
             sd_notify(0, "READY=1\nSTATUS=serving");
         } else if (!store_ready(st)) {
-            store_warm_up(st);
-        }
+                }
+        /* Look often until ready, so "ready" is reported promptly. */
+        tick.tv_sec = announced ? 1 : 0;
+        tick.tv_nsec = announced ? 0 : 50000000;
         sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGHUP) {
             reload(h, file);

@@ -61,6 +61,9 @@ struct store {
 
     struct writer *st_writers;
     int st_nwriters;
+    pthread_t st_monitor;
+    bool st_monitor_started;
+    pthread_cond_t st_monitor_wake;
 };
 
 static const char insert_events_sql[] =
@@ -498,6 +501,7 @@ ensure_migrated(struct store *st)
         {
             atomic_store(&st->st_migrated, true);
             log_notice("database migrated applied=%d", applied);
+            mark_up(st);
         } else {
             mark_down(st, err);
             ok = false;
@@ -729,17 +733,41 @@ store_ready(struct store *st)
 }
 
 
-void
-store_warm_up(struct store *st)
+/*
+ * Brings the store back when it is down: migrates once, and while the last
+ * attempt failed, probes with a fresh connection every second, so that the
+ * answers go back from 503 to 200 without waiting for traffic to find out.
+ */
+static void *
+monitor_main(void *arg)
 {
-    if (st->st_nwriters > 0) {
-        /* Writer 0 is idle until items come; borrow its slot safely by
-         * migrating through a separate short connection instead. */
-        (void)ensure_migrated(st);
-        if (atomic_load(&st->st_migrated)) {
-            mark_up(st);
+    struct store *st = arg;
+
+    pthread_mutex_lock(&st->st_lock);
+    while (!st->st_stopping) {
+        struct timespec until;
+
+        pthread_mutex_unlock(&st->st_lock);
+        if (!atomic_load(&st->st_migrated)) {
+            (void)ensure_migrated(st);
+        } else if (!atomic_load(&st->st_healthy)) {
+            PGconn *c = db_connect(st->st_conninfo, st->st_connect_timeout,
+                                   st->st_query_timeout);
+
+            if (c != NULL && PQstatus(c) == CONNECTION_OK) {
+                mark_up(st);
+            }
+            PQfinish(c);
+        }
+        pthread_mutex_lock(&st->st_lock);
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += 1;
+        if (!st->st_stopping) {
+            (void)pthread_cond_timedwait(&st->st_monitor_wake, &st->st_lock, &until);
         }
     }
+    pthread_mutex_unlock(&st->st_lock);
+    return NULL;
 }
 
 
@@ -756,6 +784,14 @@ store_start(const struct cfg *cfg, struct store **ret, char *err, size_t errlen)
     pthread_mutex_init(&st->st_lock, NULL);
     pthread_mutex_init(&st->st_migrate_lock, NULL);
     pthread_cond_init(&st->st_wake, NULL);
+    {
+        pthread_condattr_t attr;
+
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&st->st_monitor_wake, &attr);
+        pthread_condattr_destroy(&attr);
+    }
     st->st_connect_timeout = cfg->cf_connect_timeout;
     st->st_query_timeout = cfg->cf_query_timeout;
     st->st_max_batch = cfg->cf_max_batch;
@@ -778,6 +814,12 @@ store_start(const struct cfg *cfg, struct store **ret, char *err, size_t errlen)
         }
         st->st_nwriters++;
     }
+    if (pthread_create(&st->st_monitor, NULL, monitor_main, st) != 0) {
+        snprintf(err, errlen, "could not start the database monitor thread");
+        store_stop(st);
+        return -1;
+    }
+    st->st_monitor_started = true;
     *ret = st;
     return 0;
 }
@@ -792,12 +834,17 @@ store_stop(struct store *st)
     pthread_mutex_lock(&st->st_lock);
     st->st_stopping = true;
     pthread_cond_broadcast(&st->st_wake);
+    pthread_cond_broadcast(&st->st_monitor_wake);
     pthread_mutex_unlock(&st->st_lock);
+    if (st->st_monitor_started) {
+        pthread_join(st->st_monitor, NULL);
+    }
     for (int i = 0; i < st->st_nwriters; i++) {
         pthread_join(st->st_writers[i].w_thread, NULL);
     }
     free(st->st_writers);
     pthread_cond_destroy(&st->st_wake);
+    pthread_cond_destroy(&st->st_monitor_wake);
     pthread_mutex_destroy(&st->st_lock);
     pthread_mutex_destroy(&st->st_migrate_lock);
     free(st->st_conninfo);

@@ -70,9 +70,9 @@ struct store_item {
 };
 
 /*
- * Starts the writer threads. The database need not be reachable yet:
- * writers connect (and migrate) when items arrive, and the store reports
- * unavailable meanwhile. Returns 0, or -1 with a message in err.
+ * Starts the writer threads and a monitor thread. The database need not be
+ * reachable yet: the monitor migrates as soon as it can and probes a lost
+ * database every second; meanwhile the store reports unavailable. Returns 0, or -1 with a message in err.
  */
 int store_start(const struct cfg *cfg, struct store **ret, char *err, size_t errlen);
 
@@ -84,9 +84,6 @@ enum store_result store_submit(struct store *st, struct store_item *item);
 
 /* True once migrations ran and the last database attempt succeeded. */
 bool store_ready(struct store *st);
-
-/* Tries to connect and migrate now (used at start so "ready" comes early). */
-void store_warm_up(struct store *st);
 
 /* Stops the writers after the items already queued; NULL is fine. */
 void store_stop(struct store *st);

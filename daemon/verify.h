@@ -58,7 +58,11 @@ enum verify_result {
     VERIFY_MISSING_ID
 };
 
-/* A secret: the configured text (the token) and the HMAC key bytes. */
+/*
+ * A secret as configured. The contextgpt scheme uses the text both as the
+ * token and as the HMAC key; the standard scheme uses vs_key, the bytes
+ * decoded from "whsec_<base64>" (NULL for contextgpt secrets).
+ */
 struct verify_secret {
     const char *vs_text;
     size_t vs_text_len;
