@@ -244,24 +244,30 @@ deadline_disarm(struct http *h)
 
 /* ---- answers ----------------------------------------------------------- */
 
+/*
+ * Writes a whole answer with one write, so it leaves as one TLS record:
+ * status line, headers, a JSON body and a newline.
+ */
 static void
 respond(struct mg_connection *conn, int status, const char *json, const char *hname,
         const char *hvalue)
 {
-    char len[24];
-    size_t n = strlen(json);
+    char out[1024];
+    int n = snprintf(out, sizeof(out),
+                     "HTTP/1.1 %d %s\r\n"
+                     "Content-Type: application/json\r\n"
+                     "Content-Length: %zu\r\n"
+                     "Cache-Control: no-store\r\n"
+                     "%s%s%s"
+                     "%s"
+                     "\r\n%s\n",
+                     status, mg_get_response_code_text(conn, status), strlen(json) + 1,
+                     hname ? hname : "", hname ? ": " : "", hname ? hvalue : "",
+                     hname ? "\r\n" : "", json);
 
-    snprintf(len, sizeof(len), "%zu", n + 1);
-    mg_response_header_start(conn, status);
-    mg_response_header_add(conn, "Content-Type", "application/json", -1);
-    mg_response_header_add(conn, "Content-Length", len, -1);
-    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
-    if (hname != NULL) {
-        mg_response_header_add(conn, hname, hvalue, -1);
+    if (n > 0 && (size_t)n < sizeof(out)) {
+        mg_write(conn, out, (size_t)n);
     }
-    mg_response_header_send(conn);
-    mg_write(conn, json, n);
-    mg_write(conn, "\n", 1);
 }
 
 
