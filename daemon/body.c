@@ -2,6 +2,8 @@
 #include "body.h"
 
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -106,27 +108,102 @@ hex4(const unsigned char *p, size_t left, unsigned *ret)
 }
 
 
+/* Length of a JSON number at s (RFC 8259 grammar), or 0 when it is not one. */
+static size_t
+number_len(const unsigned char *s, size_t left)
+{
+    size_t i = 0;
+
+    if (i < left && s[i] == '-') {
+        i++;
+    }
+    if (i < left && s[i] == '0') {
+        i++;
+    } else if (i < left && s[i] >= '1' && s[i] <= '9') {
+        while (i < left && s[i] >= '0' && s[i] <= '9') {
+            i++;
+        }
+    } else {
+        return 0;
+    }
+    if (i < left && s[i] == '.') {
+        size_t digits = ++i;
+
+        while (i < left && s[i] >= '0' && s[i] <= '9') {
+            i++;
+        }
+        if (i == digits) {
+            return 0;
+        }
+    }
+    if (i < left && (s[i] == 'e' || s[i] == 'E')) {
+        size_t digits;
+
+        i++;
+        if (i < left && (s[i] == '+' || s[i] == '-')) {
+            i++;
+        }
+        digits = i;
+        while (i < left && s[i] >= '0' && s[i] <= '9') {
+            i++;
+        }
+        if (i == digits) {
+            return 0;
+        }
+    }
+    /* A number runs into a delimiter, never straight into more text. */
+    if (i < left && !memchr(" \t\r\n,]}", s[i], 7)) {
+        return 0;
+    }
+    return i;
+}
+
+
 /*
- * Scans for what jsonb refuses and a lenient parser might let through: a NUL
- * byte anywhere, a raw control character inside a string, \u0000, and a
- * high surrogate escape not followed by a low one or a low one on its own.
- * Other malformed escapes are left to the JSON parser to reject.
+ * A lexical pass with PostgreSQL's rules, for what a lenient parser might
+ * let through but jsonb refuses: outside strings only white space, the six
+ * structural characters, true/false/null and RFC 8259 numbers (no NaN,
+ * Infinity, "5." or "01"); inside strings no raw control character, no
+ * \u0000, and no lone UTF-16 surrogate escape. Structure is left to json-c.
  */
 static enum body_class
-scan_strings(const unsigned char *s, size_t len)
+scan_lexical(const unsigned char *s, size_t len)
 {
+    static const char *const words[] = {"true", "false", "null"};
     bool in_string = false;
 
     for (size_t i = 0; i < len; i++) {
         unsigned cp;
         unsigned low;
 
-        if (s[i] == '\0' || (in_string && s[i] < 0x20)) {
-            return BODY_INVALID_JSON;
-        }
         if (!in_string) {
-            in_string = s[i] == '"';
+            size_t n = 0;
+
+            if (s[i] == '"') {
+                in_string = true;
+                continue;
+            }
+            if (memchr(" \t\r\n{}[]:,", s[i], 10) != NULL && s[i] != '\0') {
+                continue;
+            }
+            for (size_t w = 0; w < 3 && n == 0; w++) {
+                size_t wl = strlen(words[w]);
+
+                if (len - i >= wl && memcmp(s + i, words[w], wl) == 0) {
+                    n = wl;
+                }
+            }
+            if (n == 0) {
+                n = number_len(s + i, len - i);
+            }
+            if (n == 0) {
+                return BODY_INVALID_JSON;
+            }
+            i += n - 1;
             continue;
+        }
+        if (s[i] < 0x20) {
+            return BODY_INVALID_JSON;
         }
         if (s[i] == '"') {
             in_string = false;
@@ -168,8 +245,30 @@ field_text(json_object *data, const char *name)
     switch (json_object_get_type(v)) {
     case json_type_string:
         return strndup(json_object_get_string(v), (size_t)json_object_get_string_len(v));
-    case json_type_int:
+    case json_type_int: {
+        /* json-c saturates outside 64 bits; a saturated value is not what
+         * was sent, so it is no id. (The stored columns are taken by
+         * PostgreSQL from the raw text and are always exact.) */
+        int64_t n = json_object_get_int64(v);
+        char text[24];
+
+        if (n == INT64_MIN) {
+            return NULL;
+        }
+        if (n == INT64_MAX) {
+            uint64_t u = json_object_get_uint64(v);
+
+            if (u == UINT64_MAX) {
+                return NULL;
+            }
+            snprintf(text, sizeof(text), "%llu", (unsigned long long)u);
+        } else {
+            snprintf(text, sizeof(text), "%lld", (long long)n);
+        }
+        return strdup(text);
+    }
     case json_type_double:
+        /* json-c keeps the text of a parsed double and prints it back. */
         return strdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
     default:
         return NULL;
@@ -195,7 +294,7 @@ body_classify(const unsigned char *body, size_t len, int max_depth, struct body_
     if (!body_utf8_valid(body, len)) {
         return BODY_INVALID_UTF8;
     }
-    scan = scan_strings(body, len);
+    scan = scan_lexical(body, len);
     if (scan != BODY_OK) {
         return scan;
     }
@@ -210,6 +309,12 @@ body_classify(const unsigned char *body, size_t len, int max_depth, struct body_
     root = json_tokener_parse_ex(tok, (const char *)body, (int)len);
     jerr = json_tokener_get_error(tok);
     used = json_tokener_get_parse_end(tok);
+    if (root == NULL && jerr == json_tokener_continue) {
+        /* A value that only ends at the end of input, like a bare number. */
+        root = json_tokener_parse_ex(tok, " ", 1);
+        jerr = json_tokener_get_error(tok);
+        used = len;
+    }
     json_tokener_free(tok);
     if (root == NULL || jerr != json_tokener_success) {
         json_object_put(root);

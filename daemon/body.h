@@ -29,8 +29,9 @@ enum body_class {
 struct body_event {
     json_object *be_root;      /* owned; release with body_event_clear */
     const char *be_type;       /* the "event" string, inside be_root */
-    char *be_chatbot_id;       /* data.chatbotId as text, or NULL */
-    char *be_thread_id;        /* data.threadId as text, or NULL */
+    char *be_chatbot_id;       /* data.chatbotId as text (a string, or an
+                                * integer that fits 64 bits), else NULL */
+    char *be_thread_id;        /* data.threadId, the same way */
 };
 
 /*

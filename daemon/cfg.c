@@ -513,7 +513,7 @@ load_listen(struct loader *ld, const config_setting_t *root, struct cfg *cfg)
 
         port = colon ? strtol(colon + 1, &end, 10) : 0;
         if (colon == NULL || colon == v || end == NULL || *end != '\0' || port < 1
-            || port > 65535 || strpbrk(v, ", s") != NULL
+            || port > 65535 || strpbrk(v, ", \t") != NULL
             || (v[0] == '[' && colon[-1] != ']'))
         {
             return fail_at(ld, list, "listen: \"%s\" is not host:port (IPv6 as [::1]:8443)", v);

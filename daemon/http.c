@@ -521,8 +521,6 @@ store_event(struct http *h, struct mg_connection *conn, const struct mg_request_
     dedup_key(ep, &hc, body, len, key, sizeof(key), &item.si_delivery_id);
     item.si_dedup_key = key;
     item.si_event_type = ev->be_type;
-    item.si_chatbot_id = ev->be_chatbot_id;
-    item.si_thread_id = ev->be_thread_id;
     item.si_endpoint = ep->ce_path;
     item.si_scheme = used;
     item.si_remote_addr = ri->remote_addr;

@@ -66,17 +66,29 @@ struct store {
     pthread_cond_t st_monitor_wake;
 };
 
+/*
+ * One statement stores a whole batch: the arrays are unnested in order,
+ * new keys are inserted, and each input row comes back with its event id
+ * and whether it was new. chatbot_id and thread_id are taken from the
+ * parsed payload here, so they are the exact text of what was sent.
+ */
 static const char insert_events_sql[] =
     "WITH input AS ("
-    " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-    "  $6::text[], $7::text[], $8::text[], $9::text[], $10::float8[]) WITH ORDINALITY"
-    "  AS u(dedup_key, event_type, chatbot_id, thread_id, raw_body, scheme, endpoint,"
-    "  delivery_id, remote_addr, received, ord)"
+    " SELECT u.*, u.raw_body::jsonb AS payload"
+    " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
+    "  $6::text[], $7::text[], $8::float8[]) WITH ORDINALITY"
+    "  AS u(dedup_key, event_type, raw_body, scheme, endpoint, delivery_id, remote_addr,"
+    "  received, ord)"
     "), ins AS ("
     " INSERT INTO hookd.events (dedup_key, event_type, chatbot_id, thread_id, raw_body,"
     "  payload, scheme, endpoint, delivery_id, remote_addr, received_at)"
-    " SELECT dedup_key, event_type, chatbot_id, thread_id, raw_body, raw_body::jsonb,"
-    "  scheme, endpoint, delivery_id, remote_addr::inet, to_timestamp(received)"
+    " SELECT dedup_key, event_type,"
+    "  CASE WHEN jsonb_typeof(payload->'data'->'chatbotId') IN ('string', 'number')"
+    "   THEN payload->'data'->>'chatbotId' END,"
+    "  CASE WHEN jsonb_typeof(payload->'data'->'threadId') IN ('string', 'number')"
+    "   THEN payload->'data'->>'threadId' END,"
+    "  raw_body, payload, scheme, endpoint, delivery_id, remote_addr::inet,"
+    "  to_timestamp(received)"
     " FROM input ORDER BY ord"
     " ON CONFLICT (dedup_key) DO NOTHING"
     " RETURNING id, dedup_key"
@@ -307,10 +319,10 @@ buf_add_elem(struct buf *b, const char *s, size_t n, bool first)
 }
 
 
-#define EVENT_COLUMNS 10
+#define EVENT_COLUMNS 8
 
 
-/* Builds the ten array parameters of insert_events_sql for items[0..n). */
+/* Builds the array parameters of insert_events_sql for items[0..n). */
 static bool
 build_event_arrays(struct store_item **items, size_t n, struct buf cols[EVENT_COLUMNS])
 {
@@ -320,14 +332,13 @@ build_event_arrays(struct store_item **items, size_t n, struct buf cols[EVENT_CO
     for (size_t i = 0; i < n; i++) {
         const struct store_item *it = items[i];
         const char *text[EVENT_COLUMNS - 1] = {
-            it->si_dedup_key, it->si_event_type, it->si_chatbot_id, it->si_thread_id,
-            (const char *)it->si_body, it->si_scheme, it->si_endpoint, it->si_delivery_id,
-            it->si_remote_addr
+            it->si_dedup_key, it->si_event_type, (const char *)it->si_body, it->si_scheme,
+            it->si_endpoint, it->si_delivery_id, it->si_remote_addr
         };
         char when[32];
 
         for (int c = 0; c < EVENT_COLUMNS - 1; c++) {
-            size_t len = c == 4 ? it->si_body_len : text[c] ? strlen(text[c]) : 0;
+            size_t len = c == 2 ? it->si_body_len : text[c] ? strlen(text[c]) : 0;
 
             buf_add_elem(&cols[c], text[c], len, i == 0);
         }

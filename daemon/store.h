@@ -47,8 +47,6 @@ struct store_item {
     enum store_kind si_kind;
     const char *si_dedup_key;      /* events */
     const char *si_event_type;     /* events */
-    const char *si_chatbot_id;     /* may be NULL */
-    const char *si_thread_id;      /* may be NULL */
     const char *si_delivery_id;    /* may be NULL */
     const char *si_reason;         /* quarantine */
     const char *si_content_type;   /* quarantine, may be NULL */
