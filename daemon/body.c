@@ -167,10 +167,11 @@ number_len(const unsigned char *s, size_t left)
  * \u0000, and no lone UTF-16 surrogate escape. Structure is left to json-c.
  */
 static enum body_class
-scan_lexical(const unsigned char *s, size_t len)
+scan_lexical(const unsigned char *s, size_t len, int max_depth)
 {
     static const char *const words[] = {"true", "false", "null"};
     bool in_string = false;
+    int depth = 0;
 
     for (size_t i = 0; i < len; i++) {
         unsigned cp;
@@ -183,7 +184,18 @@ scan_lexical(const unsigned char *s, size_t len)
                 in_string = true;
                 continue;
             }
-            if (memchr(" \t\r\n{}[]:,", s[i], 10) != NULL && s[i] != '\0') {
+            if (s[i] == '{' || s[i] == '[') {
+                /* Nesting counts objects and arrays, not the scalars in them. */
+                if (++depth > max_depth) {
+                    return BODY_TOO_DEEP;
+                }
+                continue;
+            }
+            if (s[i] == '}' || s[i] == ']') {
+                depth--;
+                continue;
+            }
+            if (memchr(" \t\r\n:,", s[i], 6) != NULL) {
                 continue;
             }
             for (size_t w = 0; w < 3 && n == 0; w++) {
@@ -294,14 +306,15 @@ body_classify(const unsigned char *body, size_t len, int max_depth, struct body_
     if (!body_utf8_valid(body, len)) {
         return BODY_INVALID_UTF8;
     }
-    scan = scan_lexical(body, len);
+    scan = scan_lexical(body, len, max_depth);
     if (scan != BODY_OK) {
         return scan;
     }
     if (len > (size_t)0x7fffffff) {
         return BODY_INVALID_JSON;
     }
-    tok = json_tokener_new_ex(max_depth);
+    /* The lexical pass bounded the nesting; json-c also counts scalars. */
+    tok = json_tokener_new_ex(max_depth + 1);
     if (tok == NULL) {
         return BODY_INVALID_JSON;
     }

@@ -23,6 +23,7 @@
 #include "cfg.h"
 #include "codec.h"
 #include "log.h"
+#include "route.h"
 #include "store.h"
 #include "verify.h"
 
@@ -36,12 +37,6 @@
 #define HTTP_DRAIN_MS 1000
 #define HTTP_MAX_DELIVERY_ID 256
 
-/* A configuration with the number of requests using it. */
-struct cfg_ref {
-    struct cfg *cr_cfg;
-    int cr_refs;
-};
-
 /* A body read in progress: the reaper shuts the socket down at the deadline. */
 struct deadline_slot {
     int ds_fd;
@@ -54,8 +49,7 @@ struct http {
     struct mg_context *h_ctx;
     struct store *h_store;
 
-    pthread_mutex_t h_cfg_lock;
-    struct cfg_ref *h_cfg;
+    struct cfg_holder *h_cfgs;
 
     pthread_mutex_t h_slot_lock;
     struct deadline_slot h_slots[HTTP_MAX_SLOTS];
@@ -92,63 +86,6 @@ wall_us(void)
 
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-
-static struct cfg_ref *
-cfg_acquire(struct http *h)
-{
-    struct cfg_ref *ref;
-
-    pthread_mutex_lock(&h->h_cfg_lock);
-    ref = h->h_cfg;
-    ref->cr_refs++;
-    pthread_mutex_unlock(&h->h_cfg_lock);
-    return ref;
-}
-
-
-static void
-cfg_release(struct http *h, struct cfg_ref *ref)
-{
-    bool last;
-
-    pthread_mutex_lock(&h->h_cfg_lock);
-    last = --ref->cr_refs == 0;
-    pthread_mutex_unlock(&h->h_cfg_lock);
-    if (last) {
-        cfg_free(ref->cr_cfg);
-        free(ref);
-    }
-}
-
-
-void
-http_swap_cfg(struct http *h, struct cfg *new_cfg)
-{
-    struct cfg_ref *ref = calloc(1, sizeof(*ref));
-    struct cfg_ref *old;
-
-    if (ref == NULL) {
-        log_error("could not apply the new configuration: out of memory");
-        cfg_free(new_cfg);
-        return;
-    }
-    ref->cr_cfg = new_cfg;
-    ref->cr_refs = 1;
-    log_set_level(new_cfg->cf_log_level);
-    pthread_mutex_lock(&h->h_cfg_lock);
-    old = h->h_cfg;
-    h->h_cfg = ref;
-    pthread_mutex_unlock(&h->h_cfg_lock);
-    cfg_release(h, old);
-}
-
-
-const struct cfg *
-http_cfg(struct http *h)
-{
-    return h->h_cfg->cr_cfg;
 }
 
 
@@ -413,6 +350,10 @@ read_body(struct http *h, struct mg_connection *conn, const struct mg_request_in
             break;
         }
     }
+    /* mg_read gives 0 also when a declared body stops short (closed or timed out). */
+    if (out == READ_OK && declared >= 0 && len != (size_t)declared) {
+        out = READ_BROKEN;
+    }
     if (deadline_disarm(h)) {
         out = READ_TIMEOUT;
     }
@@ -511,6 +452,7 @@ store_event(struct http *h, struct mg_connection *conn, const struct mg_request_
 {
     struct header_ctx hc = {ri};
     struct store_item item;
+    char routes[4096];
     char key[HTTP_MAX_DELIVERY_ID + 160];
     char answer[96];
     char type[72];
@@ -521,6 +463,12 @@ store_event(struct http *h, struct mg_connection *conn, const struct mg_request_
     dedup_key(ep, &hc, body, len, key, sizeof(key), &item.si_delivery_id);
     item.si_dedup_key = key;
     item.si_event_type = ev->be_type;
+    if (!route_select(cfg, ev, routes, sizeof(routes))) {
+        log_error("too many routes match one event endpoint=%s", ep->ce_path);
+        respond_unavailable(conn, cfg);
+        return 503;
+    }
+    item.si_routes = routes;
     item.si_endpoint = ep->ce_path;
     item.si_scheme = used;
     item.si_remote_addr = ri->remote_addr;
@@ -637,7 +585,7 @@ handle_request(struct mg_connection *conn, void *cbdata)
 {
     struct http *h = cbdata;
     const struct mg_request_info *ri = mg_get_request_info(conn);
-    struct cfg_ref *ref;
+    const struct cfg *cfg;
     const struct cfg_endpoint *ep;
     int status;
 
@@ -645,15 +593,15 @@ handle_request(struct mg_connection *conn, void *cbdata)
         respond(conn, 503, "{\"error\":\"shutting down\"}", "Retry-After", "5");
         return 503;
     }
-    ref = cfg_acquire(h);
-    ep = ri->local_uri ? cfg_find_endpoint(ref->cr_cfg, ri->local_uri) : NULL;
+    cfg = cfg_get(h->h_cfgs);
+    ep = ri->local_uri ? cfg_find_endpoint(cfg, ri->local_uri) : NULL;
     if (ep == NULL) {
         respond(conn, 404, "{\"error\":\"not found\"}", NULL, NULL);
         status = 404;
     } else {
-        status = serve_webhook(h, conn, ri, ref->cr_cfg, ep);
+        status = serve_webhook(h, conn, ri, cfg, ep);
     }
-    cfg_release(h, ref);
+    cfg_put(h->h_cfgs, cfg);
     return status;
 }
 
@@ -675,7 +623,8 @@ init_tls(void *ssl_ctx, void *user_data)
 {
     SSL_CTX *ctx = ssl_ctx;
     struct http *h = user_data;
-    const struct cfg *cfg = h->h_cfg->cr_cfg;
+    const struct cfg *cfg = cfg_get(h->h_cfgs);
+    int result = 1;
 
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1
         || SSL_CTX_set_cipher_list(ctx, cfg->cf_tls_ciphers) != 1
@@ -686,12 +635,14 @@ init_tls(void *ssl_ctx, void *user_data)
     {
         log_error("could not set up TLS certificate=\"%s\" key=\"%s\"", cfg->cf_tls_cert,
                   cfg->cf_tls_key);
-        return -1;
+        result = -1;
+    } else {
+        SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+        SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+        SSL_CTX_set_info_callback(ctx, tls_info);
     }
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
-    SSL_CTX_set_info_callback(ctx, tls_info);
-    return 1;
+    cfg_put(h->h_cfgs, cfg);
+    return result;
 }
 
 
@@ -705,9 +656,11 @@ civet_log(const struct mg_connection *conn, const char *message)
 
 
 int
-http_start(struct cfg *cfg, struct store *store, struct http **ret, char *err, size_t errlen)
+http_start(struct cfg_holder *cfgs, struct store *store, struct http **ret, char *err,
+           size_t errlen)
 {
     struct http *h = calloc(1, sizeof(*h));
+    const struct cfg *cfg;
     struct mg_callbacks cb;
     struct mg_init_data init;
     struct mg_error_data error;
@@ -717,17 +670,14 @@ http_start(struct cfg *cfg, struct store *store, struct http **ret, char *err, s
     const char *options[32];
     int o = 0;
 
-    if (h == NULL || (h->h_cfg = calloc(1, sizeof(*h->h_cfg))) == NULL) {
-        free(h);
-        cfg_free(cfg);
+    if (h == NULL) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    h->h_cfg->cr_cfg = cfg;
-    h->h_cfg->cr_refs = 1;
+    h->h_cfgs = cfgs;
     h->h_store = store;
-    pthread_mutex_init(&h->h_cfg_lock, NULL);
     pthread_mutex_init(&h->h_slot_lock, NULL);
+    cfg = cfg_get(cfgs);
 
     for (size_t i = 0; i < cfg->cf_nlisten; i++) {
         size_t n = strlen(ports);
@@ -775,6 +725,7 @@ http_start(struct cfg *cfg, struct store *store, struct http **ret, char *err, s
 
     mg_init_library(MG_FEATURES_TLS | MG_FEATURES_IPV6);
     h->h_ctx = mg_start2(&init, &error);
+    cfg_put(cfgs, cfg);
     if (h->h_ctx == NULL) {
         snprintf(err, errlen, "could not listen on %s: %s", ports,
                  error_text[0] ? error_text : "unknown error");
@@ -808,10 +759,6 @@ http_stop(struct http *h)
     if (h->h_reaper_started) {
         pthread_join(h->h_reaper, NULL);
     }
-    if (h->h_cfg != NULL) {
-        cfg_release(h, h->h_cfg);
-    }
-    pthread_mutex_destroy(&h->h_cfg_lock);
     pthread_mutex_destroy(&h->h_slot_lock);
     mg_exit_library();
     free(h);
