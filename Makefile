@@ -36,6 +36,13 @@ ASAN_OBJ   := $(patsubst daemon/%.c,$(BUILD)/asan/obj/%.o,$(DAEMON_SRC)) \
               $(BUILD)/asan/obj/embedded.o
 HEADERS    := $(wildcard daemon/*.h handlers/*.h)
 
+HANDLER_SRC := $(wildcard handlers/*.c)
+HANDLERS   := $(patsubst handlers/%.c,$(BUILD)/handlers/%.so,$(HANDLER_SRC))
+TPLUG_SRC  := $(wildcard tests/plugins/*.c)
+TPLUGINS   := $(patsubst tests/plugins/%.c,$(BUILD)/tests/plugins/%.so,$(TPLUG_SRC))
+PREFIX     ?= /usr/local
+PLUGIN_DIR ?= $(PREFIX)/lib/hookd/handlers
+
 UNIT_SRC   := $(wildcard tests/unit/*.c)
 INTEG_SRC  := $(wildcard tests/integration/*.c)
 SUPPORT_SRC := $(wildcard tests/support/*.c)
@@ -43,7 +50,7 @@ SUPPORT_SRC := $(wildcard tests/support/*.c)
 .PHONY: all asan tests run check deps clean
 .DELETE_ON_ERROR:
 
-all: $(BUILD)/hookd
+all: $(BUILD)/hookd $(HANDLERS)
 
 deps:
 	@scripts/deps.sh
@@ -66,6 +73,18 @@ $(GEN)/embedded.c: scripts/embed.sh $(wildcard sql/*.sql) $(wildcard samples/*.j
 $(BUILD)/obj/%.o: daemon/%.c $(HEADERS) | $(CIVET_SRC)/src/civetweb.c
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/obj/cfg.o $(BUILD)/asan/obj/cfg.o: CPPFLAGS += -DHOOKD_PLUGIN_DIR='"$(PLUGIN_DIR)"'
+
+# Handler plugins need only their ABI header and json-c (and libpq for their
+# own database writes).
+$(BUILD)/handlers/%.so: handlers/%.c handlers/hookd_plugin.h
+	@mkdir -p $(@D)
+	$(CC) -Ihandlers -I/usr/include/postgresql $(CFLAGS) -shared -fPIC $< -o $@ -ljson-c -lpq
+
+$(BUILD)/tests/plugins/%.so: tests/plugins/%.c handlers/hookd_plugin.h
+	@mkdir -p $(@D)
+	$(CC) -Ihandlers -I/usr/include/postgresql $(CFLAGS) -shared -fPIC $< -o $@ -ljson-c -lpq
 
 $(BUILD)/obj/embedded.o: $(GEN)/embedded.c
 	@mkdir -p $(@D)
@@ -100,7 +119,7 @@ $(BUILD)/tests/integration: $(INTEG_SRC) $(SUPPORT_SRC) $(wildcard tests/support
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests $(INTEG_SRC) $(SUPPORT_SRC) \
 	    $(BUILD)/obj/codec.o $(BUILD)/obj/verify.o -o $@ -lcriterion $(LDLIBS)
 
-tests: $(BUILD)/tests/unit $(BUILD)/tests/integration
+tests: $(BUILD)/tests/unit $(BUILD)/tests/integration $(TPLUGINS)
 
 run: deps
 	@$(MAKE) --no-print-directory all

@@ -14,6 +14,9 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+#include <pthread.h>
+
+#include "plugin.h"
 
 #define CFG_MAX_SECRET_LEN 4096
 
@@ -447,8 +450,20 @@ load_endpoint(struct loader *ld, const config_setting_t *g, int idx, struct cfg_
 
 
 static const char *const top_keys[] = {
-    "listen", "tls", "http", "database", "log", "endpoints", NULL
+    "listen", "tls", "http", "database", "log", "endpoints", "dispatch", "routes", NULL
 };
+static const char *const dispatch_keys[] = {
+    "plugin_dir", "workers", "poll_interval", "lease", NULL
+};
+static const char *const route_keys[] = {
+    "name", "events", "chatbots", "when", "handler", "options", "retry", "timeout", NULL
+};
+static const char *const retry_keys[] = {"attempts", "first_delay", "factor", "max_delay", NULL};
+static const char *const cond_keys[] = {"field", "equals", "matches", "is_null", NULL};
+
+#ifndef HOOKD_PLUGIN_DIR
+#define HOOKD_PLUGIN_DIR "/usr/local/lib/hookd/handlers"
+#endif
 static const char *const tls_keys[] = {"certificate", "key", "ciphers", NULL};
 static const char *const http_keys[] = {
     "threads", "max_body", "max_header", "request_timeout", "body_timeout",
@@ -521,6 +536,287 @@ load_listen(struct loader *ld, const config_setting_t *root, struct cfg *cfg)
         cfg->cf_listen[i] = strdup(v);
         if (cfg->cf_listen[i] == NULL) {
             return fail_at(ld, list, "out of memory");
+        }
+    }
+    return 0;
+}
+
+
+/* Converts a libconfig setting into json-c (groups become objects). */
+static json_object *
+setting_to_json(const config_setting_t *s)
+{
+    json_object *o;
+
+    switch (config_setting_type(s)) {
+    case CONFIG_TYPE_GROUP:
+        o = json_object_new_object();
+        for (int i = 0; o != NULL && i < config_setting_length(s); i++) {
+            const config_setting_t *m = config_setting_get_elem(s, (unsigned)i);
+
+            json_object_object_add(o, config_setting_name(m), setting_to_json(m));
+        }
+        return o;
+    case CONFIG_TYPE_ARRAY:
+    case CONFIG_TYPE_LIST:
+        o = json_object_new_array();
+        for (int i = 0; o != NULL && i < config_setting_length(s); i++) {
+            json_object_array_add(o, setting_to_json(config_setting_get_elem(s, (unsigned)i)));
+        }
+        return o;
+    case CONFIG_TYPE_INT:
+    case CONFIG_TYPE_INT64:
+        return json_object_new_int64(config_setting_get_int64(s));
+    case CONFIG_TYPE_FLOAT:
+        return json_object_new_double(config_setting_get_float(s));
+    case CONFIG_TYPE_BOOL:
+        return json_object_new_boolean(config_setting_get_bool(s));
+    case CONFIG_TYPE_STRING:
+        return json_object_new_string(config_setting_get_string(s));
+    default:
+        return NULL;
+    }
+}
+
+
+/* Copies a string list setting into a malloc'd array. */
+static int
+get_str_array(struct loader *ld, const config_setting_t *g, const char *where, const char *name,
+              char ***ret, size_t *ret_n)
+{
+    const config_setting_t *list;
+
+    if (get_str_list(ld, g, where, name, &list) < 0) {
+        return -1;
+    }
+    *ret_n = list ? (size_t)config_setting_length(list) : 0;
+    *ret = *ret_n ? calloc(*ret_n, sizeof(char *)) : NULL;
+    if (*ret_n > 0 && *ret == NULL) {
+        return fail_at(ld, list, "out of memory");
+    }
+    for (size_t i = 0; i < *ret_n; i++) {
+        (*ret)[i] = strdup(config_setting_get_string_elem(list, (unsigned)i));
+        if ((*ret)[i] == NULL) {
+            return fail_at(ld, list, "out of memory");
+        }
+    }
+    return 0;
+}
+
+
+static int
+load_cond(struct loader *ld, const config_setting_t *g, const char *where, struct cfg_cond *c)
+{
+    const config_setting_t *eq = config_setting_get_member(g, "equals");
+    const config_setting_t *re = config_setting_get_member(g, "matches");
+    const config_setting_t *nul = config_setting_get_member(g, "is_null");
+    char *pattern = NULL;
+    int rc;
+
+    if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+        return fail_at(ld, g, "%s must be a group { field = ...; equals = ...; }", where);
+    }
+    if (check_keys(ld, g, where, cond_keys) < 0
+        || get_str(ld, g, where, "field", NULL, &c->cc_field) < 0)
+    {
+        return -1;
+    }
+    if (c->cc_field == NULL || *c->cc_field == '\0') {
+        return fail_at(ld, g, "%s.field is required (a path such as \"data.messageType\")",
+                       where);
+    }
+    if ((eq != NULL) + (re != NULL) + (nul != NULL) != 1) {
+        return fail_at(ld, g, "%s needs exactly one of equals, matches or is_null", where);
+    }
+    if (nul != NULL) {
+        if (config_setting_type(nul) != CONFIG_TYPE_BOOL) {
+            return fail_at(ld, nul, "%s.is_null must be true or false", where);
+        }
+        c->cc_op = config_setting_get_bool(nul) ? CFG_COND_IS_NULL : CFG_COND_NOT_NULL;
+        return 0;
+    }
+    if (eq != NULL) {
+        c->cc_op = CFG_COND_EQUALS;
+        return get_str(ld, g, where, "equals", NULL, &c->cc_value);
+    }
+    c->cc_op = CFG_COND_MATCHES;
+    if (get_str(ld, g, where, "matches", NULL, &pattern) < 0) {
+        return -1;
+    }
+    rc = regcomp(&c->cc_regex, pattern, REG_EXTENDED | REG_ICASE | REG_NOSUB);
+    free(pattern);
+    if (rc != 0) {
+        char msg[128];
+
+        regerror(rc, &c->cc_regex, msg, sizeof(msg));
+        return fail_at(ld, re, "%s.matches is not a valid regular expression: %s", where, msg);
+    }
+    c->cc_has_regex = true;
+    return 0;
+}
+
+
+static int
+load_retry(struct loader *ld, const config_setting_t *r, const char *where, struct cfg_route *rt)
+{
+    const config_setting_t *f;
+    long long attempts = 5, first = 1000, max = 300000;
+
+    rt->cr_factor = 2.0;
+    if (r != NULL) {
+        if (config_setting_type(r) != CONFIG_TYPE_GROUP) {
+            return fail_at(ld, r, "%s.retry must be a group { attempts = ...; }", where);
+        }
+        if (check_keys(ld, r, where, retry_keys) < 0
+            || get_int(ld, r, where, "attempts", 1, 1000, &attempts) < 0
+            || get_int(ld, r, where, "first_delay", 0, 86400000, &first) < 0
+            || get_int(ld, r, where, "max_delay", 0, 604800000, &max) < 0)
+        {
+            return -1;
+        }
+        f = config_setting_get_member(r, "factor");
+        if (f != NULL) {
+            if (config_setting_type(f) != CONFIG_TYPE_FLOAT && config_setting_type(f) != CONFIG_TYPE_INT) {
+                return fail_at(ld, f, "%s.retry.factor must be a number such as 2.0", where);
+            }
+            rt->cr_factor = config_setting_type(f) == CONFIG_TYPE_FLOAT ? config_setting_get_float(f)
+                            : (double)config_setting_get_int(f);
+            if (rt->cr_factor < 1.0 || rt->cr_factor > 100.0) {
+                return fail_at(ld, f, "%s.retry.factor must be between 1.0 and 100.0", where);
+            }
+        }
+    }
+    rt->cr_attempts = (int)attempts;
+    rt->cr_first_delay_ms = (int)first;
+    rt->cr_max_delay_ms = (int)max;
+    return 0;
+}
+
+
+static int
+load_route(struct loader *ld, const config_setting_t *g, int idx, const char *plugin_dir,
+           struct cfg_route *rt)
+{
+    char where[40];
+    char err[CFG_ERR_MAX];
+    const config_setting_t *when;
+    const config_setting_t *opts;
+    long long timeout = 30000;
+
+    snprintf(where, sizeof(where), "routes[%d]", idx);
+    if (config_setting_type(g) != CONFIG_TYPE_GROUP) {
+        return fail_at(ld, g, "%s must be a group { name = ...; handler = ...; }", where);
+    }
+    if (check_keys(ld, g, where, route_keys) < 0
+        || get_str(ld, g, where, "name", NULL, &rt->cr_name) < 0
+        || get_str(ld, g, where, "handler", NULL, &rt->cr_handler) < 0
+        || get_str_array(ld, g, where, "events", &rt->cr_events, &rt->cr_nevents) < 0
+        || get_str_array(ld, g, where, "chatbots", &rt->cr_chatbots, &rt->cr_nchatbots) < 0
+        || get_int(ld, g, where, "timeout", 100, 3600000, &timeout) < 0
+        || load_retry(ld, config_setting_get_member(g, "retry"), where, rt) < 0)
+    {
+        return -1;
+    }
+    rt->cr_timeout_ms = (int)timeout;
+    if (rt->cr_name == NULL || rt->cr_handler == NULL) {
+        return fail_at(ld, g, "%s needs a name and a handler", where);
+    }
+    for (const char *p = rt->cr_name; *p != '\0'; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')
+              || *p == '-' || *p == '_' || *p == '.'))
+        {
+            return fail_at(ld, g, "%s.name \"%s\" may hold only letters, digits, '-', '_' "
+                           "and '.'", where, rt->cr_name);
+        }
+    }
+    if (*rt->cr_name == '\0' || strlen(rt->cr_name) > 64) {
+        return fail_at(ld, g, "%s.name must be 1 to 64 characters", where);
+    }
+    when = config_setting_get_member(g, "when");
+    if (when != NULL) {
+        if (config_setting_type(when) != CONFIG_TYPE_LIST) {
+            return fail_at(ld, when, "%s.when must be a list ( { field = ...; ... } )", where);
+        }
+        rt->cr_nconds = (size_t)config_setting_length(when);
+        rt->cr_conds = calloc(rt->cr_nconds ? rt->cr_nconds : 1, sizeof(*rt->cr_conds));
+        if (rt->cr_conds == NULL) {
+            return fail_at(ld, when, "out of memory");
+        }
+        for (size_t i = 0; i < rt->cr_nconds; i++) {
+            char cw[96];
+
+            snprintf(cw, sizeof(cw), "%s.when[%zu]", where, i);
+            if (load_cond(ld, config_setting_get_elem(when, (unsigned)i), cw,
+                          &rt->cr_conds[i]) < 0)
+            {
+                return -1;
+            }
+        }
+    }
+    opts = config_setting_get_member(g, "options");
+    if (opts != NULL) {
+        if (config_setting_type(opts) != CONFIG_TYPE_GROUP) {
+            return fail_at(ld, opts, "%s.options must be a group { ... }", where);
+        }
+        rt->cr_options = setting_to_json(opts);
+    }
+    if (plugin_load(plugin_dir, rt->cr_handler, &rt->cr_plugin, err, sizeof(err)) < 0) {
+        return fail_at(ld, g, "%s: %s", where, err);
+    }
+    if (rt->cr_plugin->pl_desc->hp_init != NULL
+        && rt->cr_plugin->pl_desc->hp_init(rt->cr_options, &rt->cr_state, err, sizeof(err)) != 0)
+    {
+        return fail_at(ld, opts ? opts : g, "%s: handler \"%s\" refused its options: %s", where,
+                       rt->cr_handler, err);
+    }
+    rt->cr_initialised = true;
+    return 0;
+}
+
+
+static int
+load_dispatch(struct loader *ld, const config_setting_t *root, struct cfg *cfg)
+{
+    const config_setting_t *d;
+    const config_setting_t *routes;
+    const char *env_dir = getenv("HOOKD_PLUGIN_DIR");
+
+    cfg->cf_workers = 4;
+    cfg->cf_poll_interval_ms = 5000;
+    cfg->cf_lease_s = 300;
+    if (get_group(ld, root, "dispatch", dispatch_keys, &d) < 0
+        || get_str(ld, d, "dispatch", "plugin_dir",
+                   env_dir && *env_dir ? env_dir : HOOKD_PLUGIN_DIR, &cfg->cf_plugin_dir) < 0
+        || get_int32(ld, d, "dispatch", "workers", 0, 256, &cfg->cf_workers) < 0
+        || get_int32(ld, d, "dispatch", "poll_interval", 10, 600000,
+                     &cfg->cf_poll_interval_ms) < 0
+        || get_int32(ld, d, "dispatch", "lease", 1, 86400, &cfg->cf_lease_s) < 0)
+    {
+        return -1;
+    }
+    routes = config_setting_get_member(root, "routes");
+    if (routes == NULL) {
+        return 0;
+    }
+    if (config_setting_type(routes) != CONFIG_TYPE_LIST) {
+        return fail_at(ld, routes, "routes must be a list ( { ... }, { ... } )");
+    }
+    cfg->cf_nroutes = (size_t)config_setting_length(routes);
+    cfg->cf_routes = calloc(cfg->cf_nroutes ? cfg->cf_nroutes : 1, sizeof(*cfg->cf_routes));
+    if (cfg->cf_routes == NULL) {
+        return fail_at(ld, routes, "out of memory");
+    }
+    for (size_t i = 0; i < cfg->cf_nroutes; i++) {
+        const config_setting_t *g = config_setting_get_elem(routes, (unsigned)i);
+
+        if (load_route(ld, g, (int)i, cfg->cf_plugin_dir, &cfg->cf_routes[i]) < 0) {
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (strcmp(cfg->cf_routes[j].cr_name, cfg->cf_routes[i].cr_name) == 0) {
+                return fail_at(ld, g, "route name \"%s\" is used twice",
+                               cfg->cf_routes[i].cr_name);
+            }
         }
     }
     return 0;
@@ -639,7 +935,7 @@ load_all(struct loader *ld, config_t *lc, struct cfg *cfg)
             }
         }
     }
-    return 0;
+    return load_dispatch(ld, root, cfg);
 }
 
 
@@ -707,12 +1003,46 @@ endpoint_free(struct cfg_endpoint *ep)
 }
 
 
+static void
+route_free(struct cfg_route *rt)
+{
+    if (rt->cr_initialised && rt->cr_plugin->pl_desc->hp_fini != NULL) {
+        rt->cr_plugin->pl_desc->hp_fini(rt->cr_state);
+    }
+    plugin_unload(rt->cr_plugin);
+    for (size_t i = 0; i < rt->cr_nevents; i++) {
+        free(rt->cr_events[i]);
+    }
+    free(rt->cr_events);
+    for (size_t i = 0; i < rt->cr_nchatbots; i++) {
+        free(rt->cr_chatbots[i]);
+    }
+    free(rt->cr_chatbots);
+    for (size_t i = 0; i < rt->cr_nconds; i++) {
+        free(rt->cr_conds[i].cc_field);
+        free(rt->cr_conds[i].cc_value);
+        if (rt->cr_conds[i].cc_has_regex) {
+            regfree(&rt->cr_conds[i].cc_regex);
+        }
+    }
+    free(rt->cr_conds);
+    json_object_put(rt->cr_options);
+    free(rt->cr_name);
+    free(rt->cr_handler);
+}
+
+
 void
 cfg_free(struct cfg *cfg)
 {
     if (cfg == NULL) {
         return;
     }
+    for (size_t i = 0; i < cfg->cf_nroutes; i++) {
+        route_free(&cfg->cf_routes[i]);
+    }
+    free(cfg->cf_routes);
+    free(cfg->cf_plugin_dir);
     for (size_t i = 0; i < cfg->cf_nendpoints; i++) {
         endpoint_free(&cfg->cf_endpoints[i]);
     }
@@ -730,6 +1060,141 @@ cfg_free(struct cfg *cfg)
     }
     free(cfg->cf_file);
     free(cfg);
+}
+
+
+const struct cfg_route *
+cfg_find_route(const struct cfg *cfg, const char *name)
+{
+    for (size_t i = 0; i < cfg->cf_nroutes; i++) {
+        if (strcmp(cfg->cf_routes[i].cr_name, name) == 0) {
+            return &cfg->cf_routes[i];
+        }
+    }
+    return NULL;
+}
+
+
+struct cfg_holder {
+    pthread_mutex_t ch_lock;
+    struct cfg *ch_cfg;
+    /* References per configuration; the current one holds one of its own. */
+    struct cfg_ref {
+        struct cfg *cr_cfg;
+        int cr_refs;
+        struct cfg_ref *cr_next;
+    } *ch_refs;
+};
+
+
+static struct cfg_ref *
+holder_ref(struct cfg_holder *h, const struct cfg *cfg)
+{
+    for (struct cfg_ref *r = h->ch_refs; r != NULL; r = r->cr_next) {
+        if (r->cr_cfg == cfg) {
+            return r;
+        }
+    }
+    return NULL;
+}
+
+
+struct cfg_holder *
+cfg_holder_new(struct cfg *cfg)
+{
+    struct cfg_holder *h = calloc(1, sizeof(*h));
+
+    if (h == NULL || (h->ch_refs = calloc(1, sizeof(*h->ch_refs))) == NULL) {
+        free(h);
+        cfg_free(cfg);
+        return NULL;
+    }
+    pthread_mutex_init(&h->ch_lock, NULL);
+    h->ch_cfg = cfg;
+    h->ch_refs->cr_cfg = cfg;
+    h->ch_refs->cr_refs = 1;
+    return h;
+}
+
+
+const struct cfg *
+cfg_get(struct cfg_holder *h)
+{
+    struct cfg *cfg;
+
+    pthread_mutex_lock(&h->ch_lock);
+    cfg = h->ch_cfg;
+    holder_ref(h, cfg)->cr_refs++;
+    pthread_mutex_unlock(&h->ch_lock);
+    return cfg;
+}
+
+
+/* Drops one reference of cfg; frees it (outside the lock) at zero. */
+void
+cfg_put(struct cfg_holder *h, const struct cfg *cfg)
+{
+    struct cfg_ref **pp;
+    struct cfg_ref *gone = NULL;
+
+    pthread_mutex_lock(&h->ch_lock);
+    for (pp = &h->ch_refs; *pp != NULL; pp = &(*pp)->cr_next) {
+        if ((*pp)->cr_cfg == cfg) {
+            if (--(*pp)->cr_refs == 0) {
+                gone = *pp;
+                *pp = gone->cr_next;
+            }
+            break;
+        }
+    }
+    pthread_mutex_unlock(&h->ch_lock);
+    if (gone != NULL) {
+        cfg_free(gone->cr_cfg);
+        free(gone);
+    }
+}
+
+
+bool
+cfg_holder_swap(struct cfg_holder *h, struct cfg *new_cfg)
+{
+    struct cfg_ref *r = calloc(1, sizeof(*r));
+    struct cfg *old;
+
+    if (r == NULL) {
+        cfg_free(new_cfg);
+        return false;
+    }
+    r->cr_cfg = new_cfg;
+    r->cr_refs = 1;
+    pthread_mutex_lock(&h->ch_lock);
+    old = h->ch_cfg;
+    r->cr_next = h->ch_refs;
+    h->ch_refs = r;
+    h->ch_cfg = new_cfg;
+    pthread_mutex_unlock(&h->ch_lock);
+    cfg_put(h, old);
+    return true;
+}
+
+
+void
+cfg_holder_free(struct cfg_holder *h)
+{
+    if (h == NULL) {
+        return;
+    }
+    cfg_put(h, h->ch_cfg);
+    /* Every other reference was given back before this. */
+    while (h->ch_refs != NULL) {
+        struct cfg_ref *r = h->ch_refs;
+
+        h->ch_refs = r->cr_next;
+        cfg_free(r->cr_cfg);
+        free(r);
+    }
+    pthread_mutex_destroy(&h->ch_lock);
+    free(h);
 }
 
 

@@ -5,35 +5,26 @@
  * Each request runs on a CivetWeb worker thread: route, method, size and
  * content-type checks, the body read under a total deadline, verification,
  * classification, then a blocking store_submit(); the answer goes out only
- * after the store reports the commit. The configuration in use is
- * reference-counted: a reload swaps in a new one for new requests while
- * requests in flight finish on the old one.
+ * after the store reports the commit. Each request holds a reference to the
+ * configuration it started with (cfg_get), so a reload applies to new
+ * requests while requests in flight finish on the old one.
  */
 #ifndef HOOKD_HTTP_H
 #define HOOKD_HTTP_H
 
 #include <stddef.h>
 
-struct cfg;
+struct cfg_holder;
 struct http;
 struct store;
 
 /*
- * Starts listening with cfg (ownership of cfg passes to the server). Returns
- * 0, or -1 with a message in err; on failure cfg is freed.
+ * Starts listening with the configuration in cfgs (listen, tls and http
+ * settings are read once here; endpoints per request, so a swap in cfgs
+ * applies to new requests). Returns 0, or -1 with a message in err.
  */
-int http_start(struct cfg *cfg, struct store *store, struct http **ret, char *err,
+int http_start(struct cfg_holder *cfgs, struct store *store, struct http **ret, char *err,
                size_t errlen);
-
-/*
- * Makes new_cfg the configuration for new requests (ownership passes). The
- * old one is freed when its last request ends. Restart-only settings of
- * new_cfg are ignored; the caller reports them.
- */
-void http_swap_cfg(struct http *h, struct cfg *new_cfg);
-
-/* The configuration currently in use, for comparisons; valid until the next swap. */
-const struct cfg *http_cfg(struct http *h);
 
 /* Stops accepting, finishes requests in flight, frees everything; NULL is fine. */
 void http_stop(struct http *h);

@@ -17,15 +17,20 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <systemd/sd-daemon.h>
 
 #include "cfg.h"
+#include "cli.h"
+#include "dispatch.h"
 #include "http.h"
 #include "log.h"
 #include "sendtest.h"
 #include "store.h"
 
 #define HOOKD_VERSION "0.1.0"
+/* How long running handlers may finish at shutdown before their jobs go back. */
+#define MAIN_STOP_GRACE_MS 20000
 
 /* Exit codes: 0 done, 1 runtime failure, 2 usage or configuration error. */
 enum {
@@ -44,6 +49,9 @@ static const char main_usage[] =
     "  migrate        apply the database migrations and exit\n"
     "  check-config   validate a configuration file and exit\n"
     "  send-test      sign and send sample events to a running hookd\n"
+    "  jobs           show the job queue by route and state, or the jobs\n"
+    "  replay         put dead jobs (or an event's jobs) back in the queue\n"
+    "  events         show a conversation's events with their jobs\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (hookd COMMAND --help for a command's)\n"
@@ -187,9 +195,10 @@ cmd_migrate(int argc, char **argv)
 
 
 static void
-reload(struct http *h, const char *file)
+reload(struct cfg_holder *cfgs, const char *file)
 {
     struct cfg *new_cfg;
+    const struct cfg *old;
     char err[CFG_ERR_MAX];
     char changes[256];
 
@@ -199,13 +208,19 @@ reload(struct http *h, const char *file)
         sd_notify(0, "READY=1");
         return;
     }
-    cfg_restart_changes(http_cfg(h), new_cfg, changes, sizeof(changes));
+    old = cfg_get(cfgs);
+    cfg_restart_changes(old, new_cfg, changes, sizeof(changes));
+    cfg_put(cfgs, old);
     if (changes[0] != '\0') {
         log_warning("reload: these settings change only on restart and were not applied: %s",
                     changes);
     }
-    log_notice("reload done endpoints=%zu", new_cfg->cf_nendpoints);
-    http_swap_cfg(h, new_cfg);
+    log_set_level(new_cfg->cf_log_level);
+    log_notice("reload done endpoints=%zu routes=%zu", new_cfg->cf_nendpoints,
+               new_cfg->cf_nroutes);
+    if (!cfg_holder_swap(cfgs, new_cfg)) {
+        log_error("could not apply the new configuration: out of memory");
+    }
     sd_notify(0, "READY=1");
 }
 
@@ -232,8 +247,12 @@ cmd_serve(int argc, char **argv)
 {
     const char *file;
     struct cfg *cfg;
+    struct cfg_holder *cfgs;
     struct store *st = NULL;
     struct http *h = NULL;
+    struct dispatch *disp = NULL;
+    char conninfo[4096];
+    int rc = 0;
     char err[CFG_ERR_MAX];
     static sigset_t set;
     struct timespec tick = {1, 0};
@@ -263,19 +282,28 @@ cmd_serve(int argc, char **argv)
         cfg_free(cfg);
         return EXIT_RUNTIME;
     }
-    if (http_start(cfg, st, &h, err, sizeof(err)) < 0) {
-        log_error("%s", err);
+    snprintf(conninfo, sizeof(conninfo), "%s", cfg_conninfo(cfg));
+    cfgs = cfg_holder_new(cfg);
+    if (cfgs == NULL || http_start(cfgs, st, &h, err, sizeof(err)) < 0) {
+        log_error("%s", cfgs ? err : "out of memory");
         store_stop(st);
+        cfg_holder_free(cfgs);
         return EXIT_RUNTIME;
     }
-    for (size_t i = 0; i < http_cfg(h)->cf_nlisten; i++) {
-        log_notice("listening on https://%s", http_cfg(h)->cf_listen[i]);
+    for (size_t i = 0; i < cfg->cf_nlisten; i++) {
+        log_notice("listening on https://%s", cfg->cf_listen[i]);
     }
 
     while (!main_stop_requested) {
         int sig;
 
         if (!announced && store_ready(st)) {
+            /* Dispatch starts once the schema it needs is there. */
+            if (dispatch_start(cfgs, conninfo, &disp, err, sizeof(err)) < 0) {
+                log_error("%s", err);
+                rc = EXIT_RUNTIME;
+                break;
+            }
             announced = true;
             log_notice("hookd ready");
             sd_notify(0, "READY=1\nSTATUS=serving");
@@ -286,7 +314,7 @@ cmd_serve(int argc, char **argv)
         tick.tv_nsec = announced ? 0 : 50000000;
         sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGHUP) {
-            reload(h, file);
+            reload(cfgs, file);
         } else if (sig == SIGTERM || sig == SIGINT) {
             main_stop_requested = 1;
         }
@@ -298,9 +326,12 @@ cmd_serve(int argc, char **argv)
         pthread_detach(second);
     }
     http_stop(h);
+    dispatch_stop(disp, MAIN_STOP_GRACE_MS);
     store_stop(st);
+    cfg_holder_free(cfgs);
+    OPENSSL_cleanse(conninfo, sizeof(conninfo));
     log_notice("stopped");
-    return 0;
+    return rc;
 }
 
 
@@ -332,6 +363,15 @@ main(int argc, char **argv)
     }
     if (strcmp(cmd, "send-test") == 0) {
         return sendtest_main(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "jobs") == 0) {
+        return cli_jobs(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "replay") == 0) {
+        return cli_replay(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "events") == 0) {
+        return cli_events(argc - 1, argv + 1);
     }
     fprintf(stderr, "hookd: unrecognized command \"%s\"\n%s", cmd, main_usage);
     return EXIT_USAGE;

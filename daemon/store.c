@@ -76,9 +76,9 @@ static const char insert_events_sql[] =
     "WITH input AS ("
     " SELECT u.*, u.raw_body::jsonb AS payload"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],"
-    "  $6::text[], $7::text[], $8::float8[]) WITH ORDINALITY"
+    "  $6::text[], $7::text[], $8::float8[], $9::text[]) WITH ORDINALITY"
     "  AS u(dedup_key, event_type, raw_body, scheme, endpoint, delivery_id, remote_addr,"
-    "  received, ord)"
+    "  received, routes, ord)"
     "), ins AS ("
     " INSERT INTO hookd.events (dedup_key, event_type, chatbot_id, thread_id, raw_body,"
     "  payload, scheme, endpoint, delivery_id, remote_addr, received_at)"
@@ -91,9 +91,19 @@ static const char insert_events_sql[] =
     "  to_timestamp(received)"
     " FROM input ORDER BY ord"
     " ON CONFLICT (dedup_key) DO NOTHING"
-    " RETURNING id, dedup_key"
+    " RETURNING id, dedup_key, chatbot_id, thread_id"
+    "), jobs AS ("
+    /* One job per matching route, for new events only, in arrival order. */
+    " INSERT INTO hookd.jobs (event_id, route, conversation)"
+    " SELECT ins.id, r.route,"
+    "  coalesce(ins.chatbot_id || '/' || ins.thread_id, 'event/' || ins.id)"
+    " FROM ins JOIN input i ON i.dedup_key = ins.dedup_key"
+    " CROSS JOIN LATERAL unnest(string_to_array(nullif(i.routes, ''), ',')) AS r(route)"
+    " ORDER BY ins.id"
+    " RETURNING 1"
     ")"
-    " SELECT i.ord, coalesce(ins.id, e.id), ins.id IS NOT NULL"
+    " SELECT i.ord, coalesce(ins.id, e.id), ins.id IS NOT NULL,"
+    "  (SELECT count(pg_notify('hookd_jobs', '')) FROM (SELECT 1 FROM jobs LIMIT 1) j)"
     " FROM input i LEFT JOIN ins ON ins.dedup_key = i.dedup_key"
     " LEFT JOIN hookd.events e ON ins.id IS NULL AND e.dedup_key = i.dedup_key"
     " ORDER BY i.ord";
@@ -135,9 +145,18 @@ now_ms(void)
  * Opens a connection with hookd's safety settings placed before the
  * user's conninfo, so anything the user sets explicitly wins.
  */
+static void
+quiet_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+
 static PGconn *
 db_connect(const char *conninfo, int connect_timeout, int query_timeout)
 {
+    PGconn *c;
     char ct[16];
     char tut[16];
     const char *keys[] = {
@@ -153,7 +172,12 @@ db_connect(const char *conninfo, int connect_timeout, int query_timeout)
         keys[8] = NULL;
         vals[8] = NULL;
     }
-    return PQconnectdbParams(keys, vals, 1);
+    c = PQconnectdbParams(keys, vals, 1);
+    if (c != NULL) {
+        /* Server notices are not ours to print on stderr. */
+        PQsetNoticeProcessor(c, quiet_notice, NULL);
+    }
+    return c;
 }
 
 
@@ -319,7 +343,7 @@ buf_add_elem(struct buf *b, const char *s, size_t n, bool first)
 }
 
 
-#define EVENT_COLUMNS 8
+#define EVENT_COLUMNS 9
 
 
 /* Builds the array parameters of insert_events_sql for items[0..n). */
@@ -331,13 +355,13 @@ build_event_arrays(struct store_item **items, size_t n, struct buf cols[EVENT_CO
     }
     for (size_t i = 0; i < n; i++) {
         const struct store_item *it = items[i];
-        const char *text[EVENT_COLUMNS - 1] = {
+        const char *text[7] = {
             it->si_dedup_key, it->si_event_type, (const char *)it->si_body, it->si_scheme,
             it->si_endpoint, it->si_delivery_id, it->si_remote_addr
         };
         char when[32];
 
-        for (int c = 0; c < EVENT_COLUMNS - 1; c++) {
+        for (int c = 0; c < 7; c++) {
             size_t len = c == 2 ? it->si_body_len : text[c] ? strlen(text[c]) : 0;
 
             buf_add_elem(&cols[c], text[c], len, i == 0);
@@ -345,7 +369,9 @@ build_event_arrays(struct store_item **items, size_t n, struct buf cols[EVENT_CO
         snprintf(when, sizeof(when), "%s%lld.%06lld", i == 0 ? "" : ",",
                  (long long)(it->si_received_us / 1000000),
                  (long long)(it->si_received_us % 1000000));
-        buf_add(&cols[EVENT_COLUMNS - 1], when, strlen(when));
+        buf_add(&cols[7], when, strlen(when));
+        buf_add_elem(&cols[8], it->si_routes, it->si_routes ? strlen(it->si_routes) : 0,
+                     i == 0);
     }
     for (int c = 0; c < EVENT_COLUMNS; c++) {
         buf_add(&cols[c], "}", 1);

@@ -7,7 +7,9 @@
  * take every item waiting at that moment and write them with one statement
  * (one commit), so concurrent requests share a commit. Nothing is reported
  * stored before PostgreSQL has confirmed the commit. A repeated dedup key is
- * reported as a duplicate, not an error.
+ * reported as a duplicate, not an error. A new event's jobs (one per route
+ * in si_routes) are created by the same statement, so no acknowledged event
+ * is ever without its jobs, and a NOTIFY hookd_jobs wakes the dispatchers.
  *
  * Connections use no prepared statements (nothing to lose on reconnect),
  * TCP keepalives and a user timeout, and every wait on the server is
@@ -48,6 +50,7 @@ struct store_item {
     const char *si_dedup_key;      /* events */
     const char *si_event_type;     /* events */
     const char *si_delivery_id;    /* may be NULL */
+    const char *si_routes;         /* events: matching route names, comma-separated */
     const char *si_reason;         /* quarantine */
     const char *si_content_type;   /* quarantine, may be NULL */
     const char *si_endpoint;

@@ -1,0 +1,835 @@
+/* SPDX-License-Identifier: MIT */
+#include "dispatch.h"
+
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+#include <openssl/rand.h>
+
+#include "cfg.h"
+#include "hookd_plugin.h"
+#include "log.h"
+#include "plugin.h"
+
+#define DISPATCH_OUTPUT_MAX 4096
+#define DISPATCH_REASON_MAX 512
+#define DISPATCH_TICK_MS 100
+
+struct worker {
+    struct dispatch *w_d;
+    pthread_t w_thread;
+    PGconn *w_conn;                 /* claims and results */
+    PGconn *w_handler_db;           /* lent to handlers (hc_db) */
+    char *w_handler_db_info;
+    struct worker *w_next;
+
+    /* Under d_lock: what the supervisor needs to time the attempt out. */
+    bool w_busy;
+    bool w_abandoned;
+    long long w_job;
+    int w_attempt;
+    long long w_deadline_ms;
+    int w_max_attempts;
+    int w_first_delay_ms;
+    double w_factor;
+    int w_max_delay_ms;
+    int w_timeout_ms;
+
+    /* Filled by the handler through its context. */
+    char w_output[DISPATCH_OUTPUT_MAX];
+    size_t w_output_len;
+    char w_reason[DISPATCH_REASON_MAX];
+    int w_retry_after_s;
+    const char *w_route;
+    long long w_event;
+};
+
+struct dispatch {
+    struct cfg_holder *d_cfgs;
+    char *d_conninfo;
+    char d_me[96];
+    int d_poll_ms;
+    int d_lease_s;
+
+    pthread_mutex_t d_lock;
+    pthread_cond_t d_wake;
+    bool d_stopping;
+    struct worker *d_workers;
+    int d_running;                  /* worker threads not yet finished */
+    pthread_cond_t d_done;
+
+    pthread_t d_listener;
+    bool d_listener_started;
+    PGconn *d_listen_conn;
+};
+
+static const char claim_sql[] =
+    "WITH cand AS ("
+    " SELECT j.id FROM hookd.jobs j"
+    " WHERE j.route = ANY($1::text[])"
+    "  AND ((j.status = 'pending' AND j.run_at <= now())"
+    "   OR (j.status = 'running' AND j.lease_until < now()))"
+    "  AND NOT EXISTS (SELECT 1 FROM hookd.jobs p"
+    "   WHERE p.route = j.route AND p.conversation = j.conversation AND p.id < j.id"
+    "   AND p.status IN ('pending', 'running'))"
+    " ORDER BY j.run_at, j.id LIMIT 1"
+    " FOR UPDATE OF j SKIP LOCKED"
+    ")"
+    " UPDATE hookd.jobs j SET status = 'running', attempts = j.attempts + 1,"
+    "  lease_until = now() + make_interval(secs => $2::float8), locked_by = $3,"
+    "  updated_at = now()"
+    " FROM cand, hookd.events e WHERE j.id = cand.id AND e.id = j.event_id"
+    " RETURNING j.id, j.route, j.attempts, e.id, e.event_type, e.chatbot_id, e.thread_id,"
+    "  e.raw_body, (extract(epoch FROM e.received_at) * 1000000)::bigint";
+
+/* Results are fenced by the attempt: a job someone else reclaimed is left alone. */
+static const char done_sql[] =
+    "UPDATE hookd.jobs SET status = 'done', finished_at = now(), updated_at = now(),"
+    " lease_until = NULL, last_error = NULL, output = $3"
+    " WHERE id = $1 AND attempts = $2 AND status = 'running'";
+
+static const char retry_sql[] =
+    "UPDATE hookd.jobs SET status = 'pending', updated_at = now(), lease_until = NULL,"
+    " run_at = now() + make_interval(secs => $3::float8 / 1000), last_error = $4,"
+    " output = $5"
+    " WHERE id = $1 AND attempts = $2 AND status = 'running'";
+
+static const char dead_sql[] =
+    "UPDATE hookd.jobs SET status = 'dead', finished_at = now(), updated_at = now(),"
+    " lease_until = NULL, last_error = $3, output = $4"
+    " WHERE id = $1 AND attempts = $2 AND status = 'running'";
+
+static const char release_sql[] =
+    "UPDATE hookd.jobs SET status = 'pending', attempts = attempts - 1, updated_at = now(),"
+    " lease_until = NULL, run_at = now(), last_error = 'released at shutdown'"
+    " WHERE id = $1 AND attempts = $2 AND status = 'running'";
+
+
+static long long
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+
+long
+dispatch_backoff_ms(int attempt, int first_ms, double factor, int max_ms, double rnd)
+{
+    double delay = first_ms * pow(factor, attempt > 1 ? attempt - 1 : 0);
+
+    if (delay > max_ms) {
+        delay = max_ms;
+    }
+    return (long)(delay / 2 + delay / 2 * rnd);
+}
+
+
+static double
+random_unit(void)
+{
+    unsigned int v = 0;
+
+    (void)RAND_bytes((unsigned char *)&v, sizeof(v));
+    return (double)v / 4294967296.0;
+}
+
+
+static void
+quiet_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+
+static PGconn *
+connect_db(const char *conninfo)
+{
+    const char *keys[] = {
+        "connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+        "keepalives_count", "tcp_user_timeout", "application_name", "client_encoding",
+        "dbname", NULL
+    };
+    const char *vals[] = {"5", "1", "5", "2", "3", "15000", "hookd-dispatch", "UTF8", conninfo,
+                          NULL};
+    PGconn *c;
+
+    if (conninfo == NULL || *conninfo == '\0') {
+        keys[8] = NULL;
+    }
+    c = PQconnectdbParams(keys, vals, 1);
+    if (c != NULL && PQstatus(c) != CONNECTION_OK) {
+        PQfinish(c);
+        c = NULL;
+    }
+    if (c != NULL) {
+        /* Server notices (e.g. "already exists, skipping") are not ours to print. */
+        PQsetNoticeProcessor(c, quiet_notice, NULL);
+    }
+    return c;
+}
+
+
+/* Runs a result update; a failure only logs (the lease brings the job back). */
+static void
+exec_update(PGconn *c, const char *sql, int n, const char *const *values, long long job)
+{
+    PGresult *res = PQexecParams(c, sql, n, NULL, values, NULL, NULL, 0);
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        const char *msg = PQresultErrorMessage(res);
+
+        log_warning("could not record a job result job=%lld reason=\"%.*s\"", job,
+                    (int)strcspn(msg, "\n"), msg);
+    }
+    PQclear(res);
+}
+
+
+/* Records a retry or, when the attempts are spent, the job's death. */
+static void
+record_failure(PGconn *c, long long job, int attempt, int max_attempts, long delay_ms,
+               const char *reason, const char *output, const char *route)
+{
+    char id[24], att[16], delay[24];
+    const char *vals[5] = {id, att, delay, reason, output};
+
+    snprintf(id, sizeof(id), "%lld", job);
+    snprintf(att, sizeof(att), "%d", attempt);
+    snprintf(delay, sizeof(delay), "%ld", delay_ms);
+    if (attempt >= max_attempts) {
+        const char *dvals[4] = {id, att, reason, output};
+
+        exec_update(c, dead_sql, 4, dvals, job);
+        log_warning("job dead after its last attempt job=%lld route=%s attempt=%d reason=\"%s\"",
+                    job, route, attempt, reason);
+        return;
+    }
+    exec_update(c, retry_sql, 5, vals, job);
+    log_info("job will retry job=%lld route=%s attempt=%d delay_ms=%ld reason=\"%s\"", job,
+             route, attempt, delay_ms, reason);
+}
+
+
+/* ---- the context lent to handlers ---------------------------------------- */
+
+static void
+ctx_log(struct hookd_ctx *ctx, enum hookd_log_level level, const char *fmt, ...)
+{
+    struct worker *w = ctx->hc_host;
+    char msg[1024];
+    va_list ap;
+
+    if (!log_enabled((enum log_level)level)) {
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    log_msg((enum log_level)level, "%s route=%s job=%lld event=%lld attempt=%d", msg,
+            w->w_route, w->w_job, w->w_event, w->w_attempt);
+}
+
+
+static void
+ctx_set_output(struct hookd_ctx *ctx, const char *text, size_t len)
+{
+    struct worker *w = ctx->hc_host;
+
+    if (len >= sizeof(w->w_output)) {
+        len = sizeof(w->w_output) - 1;
+    }
+    memcpy(w->w_output, text, len);
+    w->w_output[len] = '\0';
+    /* PostgreSQL text cannot hold NUL; keep what comes before one. */
+    w->w_output_len = strlen(w->w_output);
+}
+
+
+static void
+ctx_set_reason(struct hookd_ctx *ctx, const char *text)
+{
+    struct worker *w = ctx->hc_host;
+
+    snprintf(w->w_reason, sizeof(w->w_reason), "%s", text);
+    w->w_reason[strcspn(w->w_reason, "\r\n")] = '\0';
+}
+
+
+static void *
+ctx_db(struct hookd_ctx *ctx, const char *conninfo)
+{
+    struct worker *w = ctx->hc_host;
+    const char *want = conninfo ? conninfo : w->w_d->d_conninfo;
+
+    if (w->w_handler_db != NULL
+        && (PQstatus(w->w_handler_db) != CONNECTION_OK
+            || strcmp(w->w_handler_db_info, want) != 0))
+    {
+        PQfinish(w->w_handler_db);
+        w->w_handler_db = NULL;
+        free(w->w_handler_db_info);
+        w->w_handler_db_info = NULL;
+    }
+    if (w->w_handler_db == NULL) {
+        w->w_handler_db = connect_db(want);
+        w->w_handler_db_info = w->w_handler_db ? strdup(want) : NULL;
+        if (w->w_handler_db_info == NULL) {
+            PQfinish(w->w_handler_db);
+            w->w_handler_db = NULL;
+        }
+    }
+    return w->w_handler_db;
+}
+
+
+static void
+ctx_retry_after(struct hookd_ctx *ctx, int seconds)
+{
+    struct worker *w = ctx->hc_host;
+
+    w->w_retry_after_s = seconds > 0 ? seconds : 0;
+}
+
+
+/* ---- workers ------------------------------------------------------------- */
+
+static int worker_spawn(struct dispatch *d);
+
+
+/* The routes of cfg as a text[] literal (names are [A-Za-z0-9._-]). */
+static void
+routes_literal(const struct cfg *cfg, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    out[n++] = '{';
+    for (size_t i = 0; i < cfg->cf_nroutes && n + 70 < cap; i++) {
+        n += (size_t)snprintf(out + n, cap - n, "%s%s", i ? "," : "",
+                              cfg->cf_routes[i].cr_name);
+    }
+    snprintf(out + n, cap - n, "}");
+}
+
+
+/* Waits on the wake condition for at most ms (or until stopping). */
+static void
+worker_idle(struct dispatch *d, int ms)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&d->d_lock);
+    if (!d->d_stopping) {
+        (void)pthread_cond_timedwait(&d->d_wake, &d->d_lock, &until);
+    }
+    pthread_mutex_unlock(&d->d_lock);
+}
+
+
+/*
+ * Runs one claimed job (row 0 of res) and records its outcome. Returns
+ * false when this worker was abandoned meanwhile and must end.
+ */
+static bool
+worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
+{
+    struct dispatch *d = w->w_d;
+    const struct cfg_route *route = cfg_find_route(cfg, PQgetvalue(res, 0, 1));
+    struct hookd_event ev;
+    struct hookd_ctx ctx;
+    enum hookd_outcome outcome;
+    char id[24], att[16];
+    bool abandoned;
+    long long started = now_ms();
+
+    if (route == NULL) {
+        return true;
+    }
+    memset(&ev, 0, sizeof(ev));
+    ev.he_event_id = atoll(PQgetvalue(res, 0, 3));
+    ev.he_type = PQgetvalue(res, 0, 4);
+    ev.he_chatbot_id = PQgetisnull(res, 0, 5) ? NULL : PQgetvalue(res, 0, 5);
+    ev.he_thread_id = PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6);
+    ev.he_raw = PQgetvalue(res, 0, 7);
+    ev.he_raw_len = (size_t)PQgetlength(res, 0, 7);
+    ev.he_json = json_tokener_parse(ev.he_raw);
+    ev.he_received_us = atoll(PQgetvalue(res, 0, 8));
+
+    pthread_mutex_lock(&d->d_lock);
+    w->w_job = atoll(PQgetvalue(res, 0, 0));
+    w->w_attempt = atoi(PQgetvalue(res, 0, 2));
+    w->w_event = ev.he_event_id;
+    w->w_route = route->cr_name;
+    w->w_max_attempts = route->cr_attempts;
+    w->w_first_delay_ms = route->cr_first_delay_ms;
+    w->w_factor = route->cr_factor;
+    w->w_max_delay_ms = route->cr_max_delay_ms;
+    w->w_timeout_ms = route->cr_timeout_ms;
+    w->w_deadline_ms = started + route->cr_timeout_ms;
+    w->w_busy = true;
+    pthread_mutex_unlock(&d->d_lock);
+
+    w->w_output[0] = '\0';
+    w->w_output_len = 0;
+    w->w_reason[0] = '\0';
+    w->w_retry_after_s = 0;
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.hc_route = route->cr_name;
+    ctx.hc_attempt = w->w_attempt;
+    ctx.hc_timeout_ms = route->cr_timeout_ms;
+    ctx.hc_host = w;
+    ctx.hc_log = ctx_log;
+    ctx.hc_set_output = ctx_set_output;
+    ctx.hc_set_reason = ctx_set_reason;
+    ctx.hc_db = ctx_db;
+    ctx.hc_retry_after = ctx_retry_after;
+    log_debug("job started job=%lld route=%s event=%lld attempt=%d", w->w_job, w->w_route,
+              w->w_event, w->w_attempt);
+
+    if (ev.he_json == NULL) {
+        outcome = HOOKD_FAIL;
+        snprintf(w->w_reason, sizeof(w->w_reason), "stored event does not parse");
+    } else {
+        outcome = route->cr_plugin->pl_desc->hp_handle(route->cr_state, &ev, &ctx);
+    }
+    json_object_put(ev.he_json);
+
+    pthread_mutex_lock(&d->d_lock);
+    abandoned = w->w_abandoned;
+    w->w_busy = false;
+    pthread_mutex_unlock(&d->d_lock);
+    if (abandoned) {
+        log_warning("handler returned after its job was timed out; result ignored job=%lld "
+                    "route=%s", w->w_job, w->w_route);
+        return false;
+    }
+
+    snprintf(id, sizeof(id), "%lld", w->w_job);
+    snprintf(att, sizeof(att), "%d", w->w_attempt);
+    if (outcome == HOOKD_DONE) {
+        const char *vals[3] = {id, att, w->w_output_len ? w->w_output : NULL};
+
+        exec_update(w->w_conn, done_sql, 3, vals, w->w_job);
+        log_info("job done job=%lld route=%s event=%lld attempt=%d ms=%lld", w->w_job,
+                 w->w_route, w->w_event, w->w_attempt, now_ms() - started);
+    } else {
+        long delay = dispatch_backoff_ms(w->w_attempt, w->w_first_delay_ms, w->w_factor,
+                                         w->w_max_delay_ms, random_unit());
+        const char *reason = w->w_reason[0] ? w->w_reason
+                             : outcome == HOOKD_RETRY ? "handler asked to retry"
+                             : "handler failed";
+
+        if ((long)w->w_retry_after_s * 1000 > delay) {
+            delay = (long)w->w_retry_after_s * 1000;
+        }
+        record_failure(w->w_conn, w->w_job, w->w_attempt,
+                       outcome == HOOKD_FAIL ? w->w_attempt : w->w_max_attempts, delay, reason,
+                       w->w_output_len ? w->w_output : NULL, w->w_route);
+    }
+    return true;
+}
+
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct dispatch *d = w->w_d;
+    char routes[8192];
+    char lease[16];
+    bool keep = true;
+
+    while (keep) {
+        const struct cfg *cfg;
+        const char *vals[3] = {routes, lease, d->d_me};
+        PGresult *res;
+        bool stopping;
+
+        pthread_mutex_lock(&d->d_lock);
+        stopping = d->d_stopping;
+        pthread_mutex_unlock(&d->d_lock);
+        if (stopping) {
+            break;
+        }
+        cfg = cfg_get(d->d_cfgs);
+        if (cfg->cf_nroutes == 0) {
+            cfg_put(d->d_cfgs, cfg);
+            worker_idle(d, d->d_poll_ms);
+            continue;
+        }
+        if (w->w_conn == NULL || PQstatus(w->w_conn) != CONNECTION_OK) {
+            PQfinish(w->w_conn);
+            w->w_conn = connect_db(d->d_conninfo);
+            if (w->w_conn == NULL) {
+                cfg_put(d->d_cfgs, cfg);
+                worker_idle(d, 1000);
+                continue;
+            }
+        }
+        routes_literal(cfg, routes, sizeof(routes));
+        /* The lease outlives the longest attempt, so a live job is never reclaimed. */
+        {
+            int lease_s = d->d_lease_s;
+
+            for (size_t i = 0; i < cfg->cf_nroutes; i++) {
+                int need = cfg->cf_routes[i].cr_timeout_ms / 1000 + 30;
+
+                lease_s = need > lease_s ? need : lease_s;
+            }
+            snprintf(lease, sizeof(lease), "%d", lease_s);
+        }
+        res = PQexecParams(w->w_conn, claim_sql, 3, NULL, vals, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            const char *msg = PQresultErrorMessage(res);
+
+            log_warning("could not claim a job reason=\"%.*s\"", (int)strcspn(msg, "\n"), msg);
+            PQclear(res);
+            cfg_put(d->d_cfgs, cfg);
+            worker_idle(d, 1000);
+            continue;
+        }
+        if (PQntuples(res) == 0) {
+            PQclear(res);
+            cfg_put(d->d_cfgs, cfg);
+            worker_idle(d, d->d_poll_ms);
+            continue;
+        }
+        keep = worker_run(w, cfg, res);
+        PQclear(res);
+        cfg_put(d->d_cfgs, cfg);
+    }
+
+    PQfinish(w->w_conn);
+    PQfinish(w->w_handler_db);
+    free(w->w_handler_db_info);
+    pthread_mutex_lock(&d->d_lock);
+    if (!w->w_abandoned) {
+        /* dispatch_stop joins the others; an abandoned one cleans up itself. */
+        w->w_conn = NULL;
+        w->w_handler_db = NULL;
+        w->w_handler_db_info = NULL;
+        d->d_running--;
+        pthread_cond_broadcast(&d->d_done);
+        pthread_mutex_unlock(&d->d_lock);
+        return NULL;
+    }
+    d->d_running--;
+    pthread_cond_broadcast(&d->d_done);
+    pthread_mutex_unlock(&d->d_lock);
+    free(w);
+    return NULL;
+}
+
+
+/* Adds a worker thread; call with d_lock held. */
+static int
+worker_spawn(struct dispatch *d)
+{
+    struct worker *w = calloc(1, sizeof(*w));
+
+    if (w == NULL) {
+        return -1;
+    }
+    w->w_d = d;
+    if (pthread_create(&w->w_thread, NULL, worker_main, w) != 0) {
+        free(w);
+        return -1;
+    }
+    w->w_next = d->d_workers;
+    d->d_workers = w;
+    d->d_running++;
+    return 0;
+}
+
+
+/* ---- listener and supervisor --------------------------------------------- */
+
+/* Times out overrunning handlers: records the failed attempt, replaces the worker. */
+static void
+supervise(struct dispatch *d)
+{
+    long long now = now_ms();
+
+    for (;;) {
+        struct worker *late = NULL;
+        struct worker **pp;
+        long long job = 0;
+        int attempt = 0, max_attempts = 0, timeout_ms = 0;
+        long delay = 0;
+        char reason[96];
+        const char *route = NULL;
+        char route_copy[72];
+
+        pthread_mutex_lock(&d->d_lock);
+        for (pp = &d->d_workers; *pp != NULL; pp = &(*pp)->w_next) {
+            struct worker *w = *pp;
+
+            if (w->w_busy && !w->w_abandoned && now > w->w_deadline_ms) {
+                late = w;
+                late->w_abandoned = true;
+                *pp = w->w_next;        /* off the list: it frees itself */
+                job = w->w_job;
+                attempt = w->w_attempt;
+                max_attempts = w->w_max_attempts;
+                timeout_ms = w->w_timeout_ms;
+                delay = dispatch_backoff_ms(attempt, w->w_first_delay_ms, w->w_factor,
+                                            w->w_max_delay_ms, random_unit());
+                route = w->w_route;
+                snprintf(route_copy, sizeof(route_copy), "%s", route ? route : "?");
+                pthread_detach(w->w_thread);
+                if (!d->d_stopping) {
+                    (void)worker_spawn(d);
+                }
+                break;
+            }
+        }
+        pthread_mutex_unlock(&d->d_lock);
+        if (late == NULL) {
+            return;
+        }
+        snprintf(reason, sizeof(reason), "handler overran its timeout of %d ms", timeout_ms);
+        log_warning("job timed out, worker replaced job=%lld route=%s attempt=%d", job,
+                    route_copy, attempt);
+        if (d->d_listen_conn != NULL) {
+            record_failure(d->d_listen_conn, job, attempt, max_attempts, delay, reason, NULL,
+                           route_copy);
+        }
+    }
+}
+
+
+static void
+wake_all(struct dispatch *d)
+{
+    pthread_mutex_lock(&d->d_lock);
+    pthread_cond_broadcast(&d->d_wake);
+    pthread_mutex_unlock(&d->d_lock);
+}
+
+
+static void *
+listener_main(void *arg)
+{
+    struct dispatch *d = arg;
+    long long retry_at = 0;
+    bool down_logged = false;
+
+    for (;;) {
+        bool stopping;
+
+        pthread_mutex_lock(&d->d_lock);
+        stopping = d->d_stopping;
+        pthread_mutex_unlock(&d->d_lock);
+        if (stopping) {
+            break;
+        }
+        if (d->d_listen_conn == NULL && now_ms() >= retry_at) {
+            PGresult *res;
+
+            d->d_listen_conn = connect_db(d->d_conninfo);
+            res = d->d_listen_conn ? PQexec(d->d_listen_conn, "LISTEN hookd_jobs") : NULL;
+            if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
+                PQfinish(d->d_listen_conn);
+                d->d_listen_conn = NULL;
+                retry_at = now_ms() + 1000;
+                if (!down_logged) {
+                    log_warning("dispatch could not listen for new jobs; polling until it can");
+                    down_logged = true;
+                }
+            } else {
+                /* Anything announced while we were away is found by a rescan now. */
+                if (down_logged) {
+                    log_notice("dispatch listening for new jobs again");
+                }
+                down_logged = false;
+                wake_all(d);
+            }
+            PQclear(res);
+        }
+        if (d->d_listen_conn != NULL) {
+            struct pollfd pfd = {PQsocket(d->d_listen_conn), POLLIN, 0};
+            PGnotify *n;
+            bool woke = false;
+
+            (void)poll(&pfd, 1, DISPATCH_TICK_MS);
+            if (!PQconsumeInput(d->d_listen_conn)
+                || PQstatus(d->d_listen_conn) != CONNECTION_OK)
+            {
+                PQfinish(d->d_listen_conn);
+                d->d_listen_conn = NULL;
+                retry_at = 0;
+                continue;
+            }
+            while ((n = PQnotifies(d->d_listen_conn)) != NULL) {
+                woke = true;
+                PQfreemem(n);
+            }
+            if (woke) {
+                wake_all(d);
+            }
+        } else {
+            usleep(DISPATCH_TICK_MS * 1000);
+        }
+        supervise(d);
+    }
+    return NULL;
+}
+
+
+int
+dispatch_start(struct cfg_holder *cfgs, const char *conninfo, struct dispatch **ret, char *err,
+               size_t errlen)
+{
+    struct dispatch *d = calloc(1, sizeof(*d));
+    const struct cfg *cfg;
+    pthread_condattr_t attr;
+    char host[64] = "localhost";
+    int workers;
+
+    if (d == NULL || (d->d_conninfo = strdup(conninfo)) == NULL) {
+        free(d);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    (void)gethostname(host, sizeof(host) - 1);
+    snprintf(d->d_me, sizeof(d->d_me), "%s:%d", host, (int)getpid());
+    d->d_cfgs = cfgs;
+    cfg = cfg_get(cfgs);
+    d->d_poll_ms = cfg->cf_poll_interval_ms;
+    d->d_lease_s = cfg->cf_lease_s;
+    workers = cfg->cf_workers;
+    cfg_put(cfgs, cfg);
+    pthread_mutex_init(&d->d_lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&d->d_wake, &attr);
+    pthread_cond_init(&d->d_done, &attr);
+    pthread_condattr_destroy(&attr);
+
+    pthread_mutex_lock(&d->d_lock);
+    for (int i = 0; i < workers; i++) {
+        if (worker_spawn(d) < 0) {
+            pthread_mutex_unlock(&d->d_lock);
+            snprintf(err, errlen, "could not start dispatch worker threads");
+            dispatch_stop(d, 0);
+            return -1;
+        }
+    }
+    pthread_mutex_unlock(&d->d_lock);
+    if (workers > 0) {
+        if (pthread_create(&d->d_listener, NULL, listener_main, d) != 0) {
+            snprintf(err, errlen, "could not start the dispatch listener thread");
+            dispatch_stop(d, 0);
+            return -1;
+        }
+        d->d_listener_started = true;
+    }
+    *ret = d;
+    return 0;
+}
+
+
+void
+dispatch_stop(struct dispatch *d, int grace_ms)
+{
+    struct timespec until;
+
+    if (d == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&d->d_lock);
+    d->d_stopping = true;
+    pthread_cond_broadcast(&d->d_wake);
+    pthread_mutex_unlock(&d->d_lock);
+    if (d->d_listener_started) {
+        pthread_join(d->d_listener, NULL);
+    }
+
+    /* Running handlers get the grace period; idle workers end at once. */
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += grace_ms / 1000;
+    until.tv_nsec += (long)(grace_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&d->d_lock);
+    while (d->d_running > 0) {
+        bool any_busy = false;
+
+        for (struct worker *w = d->d_workers; w != NULL; w = w->w_next) {
+            any_busy |= w->w_busy;
+        }
+        if (!any_busy && d->d_running == 0) {
+            break;
+        }
+        if (pthread_cond_timedwait(&d->d_done, &d->d_lock, &until) == ETIMEDOUT) {
+            break;
+        }
+    }
+    /* Still running past the grace: hand their jobs back, uncounted. */
+    for (struct worker *w = d->d_workers; w != NULL; w = w->w_next) {
+        if (w->w_busy) {
+            PGconn *c = connect_db(d->d_conninfo);
+            char id[24], att[16];
+            const char *vals[2] = {id, att};
+
+            w->w_abandoned = true;
+            snprintf(id, sizeof(id), "%lld", w->w_job);
+            snprintf(att, sizeof(att), "%d", w->w_attempt);
+            if (c != NULL) {
+                exec_update(c, release_sql, 2, vals, w->w_job);
+                PQfinish(c);
+            }
+            log_notice("job handed back to the queue at shutdown job=%lld route=%s", w->w_job,
+                       w->w_route);
+        }
+    }
+    pthread_mutex_unlock(&d->d_lock);
+
+    while (d->d_workers != NULL) {
+        struct worker *w = d->d_workers;
+
+        d->d_workers = w->w_next;
+        if (w->w_abandoned) {
+            pthread_detach(w->w_thread);    /* it frees itself if it ever returns */
+            continue;
+        }
+        pthread_join(w->w_thread, NULL);
+        free(w);
+    }
+    PQfinish(d->d_listen_conn);
+    d->d_listen_conn = NULL;
+    pthread_mutex_lock(&d->d_lock);
+    if (d->d_running > 0) {
+        /* A stuck handler's thread still refers to d: leave it to the exit. */
+        pthread_mutex_unlock(&d->d_lock);
+        return;
+    }
+    pthread_mutex_unlock(&d->d_lock);
+    pthread_cond_destroy(&d->d_wake);
+    pthread_cond_destroy(&d->d_done);
+    pthread_mutex_destroy(&d->d_lock);
+    free(d->d_conninfo);
+    free(d);
+}
