@@ -80,11 +80,11 @@ $(BUILD)/obj/cfg.o $(BUILD)/asan/obj/cfg.o: CPPFLAGS += -DHOOKD_PLUGIN_DIR='"$(P
 # own database writes).
 $(BUILD)/handlers/%.so: handlers/%.c handlers/hookd_plugin.h
 	@mkdir -p $(@D)
-	$(CC) -Ihandlers -I/usr/include/postgresql $(CFLAGS) -shared -fPIC $< -o $@ -ljson-c -lpq
+	$(CC) -D_GNU_SOURCE -Ihandlers -I/usr/include/postgresql $(CFLAGS) -shared -fPIC $< -o $@ -ljson-c -lpq -lcurl -lssl -lcrypto
 
 $(BUILD)/tests/plugins/%.so: tests/plugins/%.c handlers/hookd_plugin.h
 	@mkdir -p $(@D)
-	$(CC) -Ihandlers -I/usr/include/postgresql $(CFLAGS) -shared -fPIC $< -o $@ -ljson-c -lpq
+	$(CC) -D_GNU_SOURCE -Ihandlers -I/usr/include/postgresql $(CFLAGS) -shared -fPIC $< -o $@ -ljson-c -lpq -lcurl -lssl -lcrypto
 
 $(BUILD)/obj/embedded.o: $(GEN)/embedded.c
 	@mkdir -p $(@D)

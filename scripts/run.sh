@@ -130,6 +130,27 @@ conf=$var/hookd.conf
     echo "        signature_encoding = \"hex\";"
     echo "    }"
     echo ");"
+    echo "dispatch = {"
+    echo "    plugin_dir = $(cfg_str "$repo/build/handlers");"
+    echo "    workers = 4;"
+    echo "    poll_interval = 5000;"
+    echo "};"
+    # Leads and escalations become CRM contacts; an escalation opens a
+    # handoff ticket whose notice (the ticket as JSON) is appended to a file.
+    echo "routes = ("
+    echo "    {"
+    echo "        name = \"crm\";"
+    echo "        events = [ \"NEW_LEAD\", \"CONVERSATION_ESCALATED\" ];"
+    echo "        handler = \"crm\";"
+    echo "    },"
+    echo "    {"
+    echo "        name = \"handoff\";"
+    echo "        events = [ \"CONVERSATION_ESCALATED\" ];"
+    echo "        handler = \"handoff\";"
+    echo "        options = { notify_command = [ \"/usr/bin/tee\", \"-a\","
+    echo "                    $(cfg_str "$var/handoff-notices.jsonl") ]; };"
+    echo "    }"
+    echo ");"
 } >"$conf.tmp"
 mv "$conf.tmp" "$conf"
 
@@ -150,6 +171,10 @@ hookd is starting on https://127.0.0.1:$port$endpoint
 Try, from another terminal in $repo:
   build/hookd send-test --config var/hookd.conf
   psql $psql_target -c "$query"
+  build/hookd events --config var/hookd.conf      # each event with its jobs
+  build/hookd jobs --config var/hookd.conf        # the queue by route and state
+  psql $psql_target -c "select * from crm.contacts"
+  cat var/handoff-notices.jsonl                  # the handoff notices
 
 Ctrl-C stops $stops.
 
