@@ -17,6 +17,7 @@
 #include <openssl/rand.h>
 
 #include "cfg.h"
+#include "clock.h"
 #include "hookd_plugin.h"
 #include "log.h"
 #include "plugin.h"
@@ -113,16 +114,6 @@ static const char release_sql[] =
     "UPDATE hookd.jobs SET status = 'pending', attempts = attempts - 1, updated_at = now(),"
     " lease_until = NULL, run_at = now(), last_error = 'released at shutdown'"
     " WHERE id = $1 AND attempts = $2 AND status = 'running'";
-
-
-static long long
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 
 long
@@ -329,15 +320,8 @@ routes_literal(const struct cfg *cfg, char *out, size_t cap)
 static void
 worker_idle(struct dispatch *d, int ms)
 {
-    struct timespec until;
+    struct timespec until = clock_mono_after(ms);
 
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
     pthread_mutex_lock(&d->d_lock);
     if (!d->d_stopping) {
         (void)pthread_cond_timedwait(&d->d_wake, &d->d_lock, &until);
@@ -360,7 +344,7 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
     enum hookd_outcome outcome;
     char id[24], att[16];
     bool abandoned;
-    long long started = now_ms();
+    long long started = clock_mono_ms();
 
     if (route == NULL) {
         return true;
@@ -431,7 +415,7 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
 
         exec_update(w->w_conn, done_sql, 3, vals, w->w_job);
         log_info("job done job=%lld route=%s event=%lld attempt=%d ms=%lld", w->w_job,
-                 w->w_route, w->w_event, w->w_attempt, now_ms() - started);
+                 w->w_route, w->w_event, w->w_attempt, clock_mono_ms() - started);
     } else {
         long delay = dispatch_backoff_ms(w->w_attempt, w->w_first_delay_ms, w->w_factor,
                                          w->w_max_delay_ms, random_unit());
@@ -568,7 +552,7 @@ worker_spawn(struct dispatch *d)
 static void
 supervise(struct dispatch *d)
 {
-    long long now = now_ms();
+    long long now = clock_mono_ms();
 
     for (;;) {
         struct worker *late = NULL;
@@ -643,7 +627,7 @@ listener_main(void *arg)
         if (stopping) {
             break;
         }
-        if (d->d_listen_conn == NULL && now_ms() >= retry_at) {
+        if (d->d_listen_conn == NULL && clock_mono_ms() >= retry_at) {
             PGresult *res;
 
             d->d_listen_conn = connect_db(d->d_conninfo);
@@ -651,7 +635,7 @@ listener_main(void *arg)
             if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK) {
                 PQfinish(d->d_listen_conn);
                 d->d_listen_conn = NULL;
-                retry_at = now_ms() + 1000;
+                retry_at = clock_mono_ms() + 1000;
                 if (!down_logged) {
                     log_warning("dispatch could not listen for new jobs; polling until it can");
                     down_logged = true;
@@ -766,13 +750,7 @@ dispatch_stop(struct dispatch *d, int grace_ms)
     }
 
     /* Running handlers get the grace period; idle workers end at once. */
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += grace_ms / 1000;
-    until.tv_nsec += (long)(grace_ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    until = clock_mono_after(grace_ms);
     pthread_mutex_lock(&d->d_lock);
     while (d->d_running > 0) {
         bool any_busy = false;

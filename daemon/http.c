@@ -21,6 +21,7 @@
 
 #include "body.h"
 #include "cfg.h"
+#include "clock.h"
 #include "codec.h"
 #include "log.h"
 #include "route.h"
@@ -69,26 +70,6 @@ static __thread int tl_client_fd = -1;
 static __thread int tl_slot = -1;
 
 
-static long long
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
-static int64_t
-wall_us(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-
 /* ---- deadlines --------------------------------------------------------- */
 
 static void *
@@ -97,7 +78,7 @@ reaper_main(void *arg)
     struct http *h = arg;
 
     while (!atomic_load(&h->h_reaper_quit)) {
-        long long now = now_ms();
+        long long now = clock_mono_ms();
 
         pthread_mutex_lock(&h->h_slot_lock);
         for (int i = 0; i < HTTP_MAX_SLOTS; i++) {
@@ -153,7 +134,7 @@ deadline_arm(struct http *h, int fd, int timeout_ms)
     s = &h->h_slots[tl_slot];
     pthread_mutex_lock(&h->h_slot_lock);
     s->ds_fd = fd;
-    s->ds_deadline_ms = now_ms() + timeout_ms;
+    s->ds_deadline_ms = clock_mono_ms() + timeout_ms;
     s->ds_fired = false;
     s->ds_active = true;
     pthread_mutex_unlock(&h->h_slot_lock);
@@ -428,7 +409,7 @@ quarantine(struct http *h, struct mg_connection *conn, const struct mg_request_i
     item.si_remote_addr = ri->remote_addr;
     item.si_body = body;
     item.si_body_len = len;
-    item.si_received_us = wall_us();
+    item.si_received_us = clock_wall_us();
     r = store_submit(h->h_store, &item);
     if (r != STORE_QUARANTINED) {
         log_warning("could not quarantine a malformed event endpoint=%s reason=\"%s\" "
@@ -474,7 +455,7 @@ store_event(struct http *h, struct mg_connection *conn, const struct mg_request_
     item.si_remote_addr = ri->remote_addr;
     item.si_body = body;
     item.si_body_len = len;
-    item.si_received_us = wall_us();
+    item.si_received_us = clock_wall_us();
     r = store_submit(h->h_store, &item);
     log_value(ev->be_type, 64, type, sizeof(type));
     switch (r) {

@@ -13,6 +13,7 @@
 #include <libpq-fe.h>
 
 #include "cfg.h"
+#include "clock.h"
 #include "embedded.h"
 #include "log.h"
 
@@ -131,16 +132,6 @@ store_result_name(enum store_result r)
 }
 
 
-static long long
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-
 /*
  * Opens a connection with hookd's safety settings placed before the
  * user's conninfo, so anything the user sets explicitly wins.
@@ -202,7 +193,7 @@ static enum exec_status
 db_exec(PGconn *c, const char *sql, int n, const char *const *values, const int *lengths,
         const int *formats, int timeout_ms, PGresult **ret, char *sqlstate)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = clock_mono_ms() + timeout_ms;
     PGresult *res;
     PGresult *last = NULL;
     int flushed = 1;
@@ -216,7 +207,7 @@ db_exec(PGconn *c, const char *sql, int n, const char *const *values, const int 
     /* Send everything, then read until every result is in; all bounded. */
     for (;;) {
         struct pollfd pfd = {PQsocket(c), POLLIN, 0};
-        long long left = deadline - now_ms();
+        long long left = deadline - clock_mono_ms();
 
         if (flushed == 1) {
             flushed = PQflush(c);
@@ -504,7 +495,7 @@ static void
 mark_down(struct store *st, const char *why)
 {
     atomic_store(&st->st_healthy, false);
-    atomic_store(&st->st_retry_at_ms, now_ms() + 1000);
+    atomic_store(&st->st_retry_at_ms, clock_mono_ms() + 1000);
     if (!atomic_exchange(&st->st_down_logged, true)) {
         log_error("database unavailable, answering 503 until it is back reason=\"%s\"", why);
     }
@@ -702,20 +693,14 @@ store_submit(struct store *st, struct store_item *item)
     item->si_result = STORE_UNAVAILABLE;
     item->si_id = 0;
     item->si_sqlstate[0] = '\0';
-    if (!atomic_load(&st->st_healthy) && now_ms() < atomic_load(&st->st_retry_at_ms)) {
+    if (!atomic_load(&st->st_healthy) && clock_mono_ms() < atomic_load(&st->st_retry_at_ms)) {
         return STORE_UNAVAILABLE;
     }
     pthread_condattr_init(&attr);
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
     pthread_cond_init(&item->si_cond, &attr);
     pthread_condattr_destroy(&attr);
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += wait_ms / 1000;
-    deadline.tv_nsec += (wait_ms % 1000) * 1000000;
-    if (deadline.tv_nsec >= 1000000000) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000;
-    }
+    deadline = clock_mono_after(wait_ms);
 
     pthread_mutex_lock(&st->st_lock);
     if (st->st_stopping) {
@@ -797,8 +782,7 @@ monitor_main(void *arg)
             PQfinish(c);
         }
         pthread_mutex_lock(&st->st_lock);
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += 1;
+        until = clock_mono_after(1000);
         if (!st->st_stopping) {
             (void)pthread_cond_timedwait(&st->st_monitor_wake, &st->st_lock, &until);
         }
