@@ -450,7 +450,11 @@ load_endpoint(struct loader *ld, const config_setting_t *g, int idx, struct cfg_
 
 
 static const char *const top_keys[] = {
-    "listen", "tls", "http", "database", "log", "endpoints", "dispatch", "routes", NULL
+    "listen", "tls", "http", "database", "log", "endpoints", "dispatch", "routes", "api", NULL
+};
+static const char *const api_keys[] = {
+    "base_url", "key_file", "credential", "connect_timeout", "timeout", "rate_limit",
+    "rate_window", "max_retry_after", "not_found_grace", "cacert", "agent_name", NULL
 };
 static const char *const dispatch_keys[] = {
     "plugin_dir", "workers", "poll_interval", "lease", NULL
@@ -775,6 +779,77 @@ load_route(struct loader *ld, const config_setting_t *g, int idx, const char *pl
 
 
 static int
+load_api(struct loader *ld, const config_setting_t *root, struct cfg *cfg)
+{
+    const config_setting_t *g;
+    char *key_file = NULL;
+    char *credential = NULL;
+    const char *cred_dir = getenv("CREDENTIALS_DIRECTORY");
+    int r = 0;
+
+    cfg->cf_api_connect_timeout_ms = 5000;
+    cfg->cf_api_timeout_ms = 15000;
+    cfg->cf_api_rate_limit = 500;
+    cfg->cf_api_rate_window_s = 60;
+    cfg->cf_api_max_retry_after_s = 300;
+    cfg->cf_api_not_found_grace_s = 60;
+    if (get_group(ld, root, "api", api_keys, &g) < 0
+        || get_str(ld, g, "api", "base_url", "https://ContextGPT.in/api", &cfg->cf_api_base_url) < 0
+        || get_str(ld, g, "api", "cacert", NULL, &cfg->cf_api_cacert) < 0
+        || get_str(ld, g, "api", "agent_name", "Support", &cfg->cf_api_agent_name) < 0
+        || get_str(ld, g, "api", "key_file", NULL, &key_file) < 0
+        || get_str(ld, g, "api", "credential", NULL, &credential) < 0
+        || get_int32(ld, g, "api", "connect_timeout", 100, 60000,
+                     &cfg->cf_api_connect_timeout_ms) < 0
+        || get_int32(ld, g, "api", "timeout", 100, 300000, &cfg->cf_api_timeout_ms) < 0
+        || get_int32(ld, g, "api", "rate_limit", 1, 100000, &cfg->cf_api_rate_limit) < 0
+        || get_int32(ld, g, "api", "rate_window", 1, 3600, &cfg->cf_api_rate_window_s) < 0
+        || get_int32(ld, g, "api", "max_retry_after", 1, 86400,
+                     &cfg->cf_api_max_retry_after_s) < 0
+        || get_int32(ld, g, "api", "not_found_grace", 0, 3600,
+                     &cfg->cf_api_not_found_grace_s) < 0)
+    {
+        r = -1;
+        goto out;
+    }
+    if (strncmp(cfg->cf_api_base_url, "https://", 8) != 0) {
+        r = fail_at(ld, config_setting_get_member(g, "base_url"),
+                    "api.base_url must be an https:// URL");
+        goto out;
+    }
+    if (key_file != NULL && credential != NULL) {
+        r = fail_at(ld, g, "api: give key_file or credential, not both");
+        goto out;
+    }
+    if (credential != NULL) {
+        char path[PATH_MAX];
+
+        if (cred_dir == NULL || *cred_dir == '\0') {
+            r = fail_at(ld, g, "api.credential names \"%s\" but $CREDENTIALS_DIRECTORY is not "
+                        "set (use LoadCredential= in the unit)", credential);
+            goto out;
+        }
+        if (strchr(credential, '/') != NULL) {
+            r = fail_at(ld, g, "api.credential: \"%s\" is not a credential name", credential);
+            goto out;
+        }
+        snprintf(path, sizeof(path), "%s/%s", cred_dir, credential);
+        r = read_secret_file(ld, g, path, &cfg->cf_api_key);
+    } else if (key_file != NULL) {
+        r = read_secret_file(ld, config_setting_get_member(g, "key_file"), key_file,
+                             &cfg->cf_api_key);
+    }
+    if (r == 0 && cfg->cf_api_key != NULL && *cfg->cf_api_key == '\0') {
+        r = fail_at(ld, g, "api: the API key is empty");
+    }
+out:
+    free(key_file);
+    free(credential);
+    return r;
+}
+
+
+static int
 load_dispatch(struct loader *ld, const config_setting_t *root, struct cfg *cfg)
 {
     const config_setting_t *d;
@@ -935,6 +1010,9 @@ load_all(struct loader *ld, config_t *lc, struct cfg *cfg)
             }
         }
     }
+    if (load_api(ld, root, cfg) < 0) {
+        return -1;
+    }
     return load_dispatch(ld, root, cfg);
 }
 
@@ -1043,6 +1121,13 @@ cfg_free(struct cfg *cfg)
     }
     free(cfg->cf_routes);
     free(cfg->cf_plugin_dir);
+    if (cfg->cf_api_key != NULL) {
+        OPENSSL_cleanse(cfg->cf_api_key, strlen(cfg->cf_api_key));
+        free(cfg->cf_api_key);
+    }
+    free(cfg->cf_api_base_url);
+    free(cfg->cf_api_cacert);
+    free(cfg->cf_api_agent_name);
     for (size_t i = 0; i < cfg->cf_nendpoints; i++) {
         endpoint_free(&cfg->cf_endpoints[i]);
     }

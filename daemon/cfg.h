@@ -105,6 +105,17 @@ struct cfg {
     struct cfg_endpoint *cf_endpoints;
     size_t cf_nendpoints;
 
+    char *cf_api_base_url;
+    char *cf_api_key;                 /* NULL: no API client; wiped on free */
+    char *cf_api_cacert;              /* extra CA file, or NULL */
+    char *cf_api_agent_name;
+    int cf_api_connect_timeout_ms;
+    int cf_api_timeout_ms;
+    int cf_api_rate_limit;            /* requests per window, across threads */
+    int cf_api_rate_window_s;
+    int cf_api_max_retry_after_s;
+    int cf_api_not_found_grace_s;
+
     char *cf_plugin_dir;
     int cf_workers;                   /* dispatch threads; 0 disables dispatch */
     int cf_poll_interval_ms;          /* fallback when no NOTIFY arrives */

@@ -16,6 +16,7 @@
 #include <libpq-fe.h>
 #include <openssl/rand.h>
 
+#include "api.h"
 #include "cfg.h"
 #include "clock.h"
 #include "hookd_plugin.h"
@@ -53,10 +54,15 @@ struct worker {
     int w_retry_after_s;
     const char *w_route;
     long long w_event;
+    long long w_event_us;           /* when the event was received */
+    int w_api_seq;                  /* API calls made in this attempt */
+    json_object *w_api_data[16];    /* answers' data, released after the attempt */
+    int w_api_ndata;
 };
 
 struct dispatch {
     struct cfg_holder *d_cfgs;
+    struct api *d_api;              /* NULL: no API key configured */
     char *d_conninfo;
     char d_me[96];
     int d_poll_ms;
@@ -296,6 +302,275 @@ ctx_retry_after(struct hookd_ctx *ctx, int seconds)
 }
 
 
+/* ---- the ContextGPT API, recorded per job --------------------------------- */
+
+/* Keeps an answer's data until the attempt ends (the ABI's promise). */
+static void
+keep_data(struct worker *w, struct hookd_api_result *res)
+{
+    if (res->har_data == NULL) {
+        return;
+    }
+    if (w->w_api_ndata < (int)(sizeof(w->w_api_data) / sizeof(w->w_api_data[0]))) {
+        w->w_api_data[w->w_api_ndata++] = res->har_data;
+    } else {
+        json_object_put(res->har_data);
+        res->har_data = NULL;
+    }
+}
+
+
+/* True when any string inside v equals text (the thread's messages, any shape). */
+static bool
+json_holds_text(json_object *v, const char *text, int depth)
+{
+    if (v == NULL || depth > 8) {
+        return false;
+    }
+    switch (json_object_get_type(v)) {
+    case json_type_string:
+        return strcmp(json_object_get_string(v), text) == 0;
+    case json_type_array:
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+            if (json_holds_text(json_object_array_get_idx(v, i), text, depth + 1)) {
+                return true;
+            }
+        }
+        return false;
+    case json_type_object: {
+        json_object_object_foreach(v, key, val) {
+            (void)key;
+            if (json_holds_text(val, text, depth + 1)) {
+                return true;
+            }
+        }
+        return false;
+    }
+    default:
+        return false;
+    }
+}
+
+
+static bool
+record_action(struct worker *w, const char *seq, const char *action, const char *status,
+              const struct hookd_api_result *res)
+{
+    char job[24], http[16];
+    const char *vals[6] = {job, seq, action, status, http, res ? res->har_reason : NULL};
+    PGresult *r;
+    bool ok;
+
+    snprintf(job, sizeof(job), "%lld", w->w_job);
+    snprintf(http, sizeof(http), "%d", res ? res->har_status : 0);
+    r = PQexecParams(w->w_conn,
+                     "INSERT INTO hookd.api_actions (job_id, seq, action, status, http_status,"
+                     " detail) VALUES ($1, $2, $3, $4, nullif($5::int, 0), $6)"
+                     " ON CONFLICT (job_id, seq) DO UPDATE SET status = $4,"
+                     " http_status = nullif($5::int, 0), detail = $6,"
+                     " finished_at = CASE WHEN $4 = 'sending' THEN NULL ELSE now() END",
+                     6, NULL, vals, NULL, NULL, 0);
+    ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok) {
+        log_warning("could not record an API call job=%lld seq=%s", w->w_job, seq);
+    }
+    PQclear(r);
+    return ok;
+}
+
+
+/* Status of call seq of this job in an earlier attempt, or "" when none. */
+static void
+earlier_action(struct worker *w, const char *seq, char *out, size_t cap)
+{
+    char job[24];
+    const char *vals[2] = {job, seq};
+    PGresult *r;
+
+    snprintf(job, sizeof(job), "%lld", w->w_job);
+    r = PQexecParams(w->w_conn, "SELECT status FROM hookd.api_actions WHERE job_id = $1"
+                     " AND seq = $2", 2, NULL, vals, NULL, NULL, 0);
+    snprintf(out, cap, "%s", PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+             ? PQgetvalue(r, 0, 0) : PQresultStatus(r) == PGRES_TUPLES_OK ? "" : "?");
+    PQclear(r);
+}
+
+
+/*
+ * One recorded call. A call that succeeded in an earlier attempt is not
+ * sent again; one whose answer was lost is sent again only when
+ * lost_check_text is NULL or is not found in the thread (lost_check_path).
+ */
+static void
+api_action(struct worker *w, const char *action, const char *method, const char *path,
+           const char *body, const char *lost_check_path, const char *lost_check_text,
+           struct hookd_api_result *res)
+{
+    char seq[16], before[16];
+
+    memset(res, 0, sizeof(*res));
+    snprintf(seq, sizeof(seq), "%d", ++w->w_api_seq);
+    earlier_action(w, seq, before, sizeof(before));
+    if (strcmp(before, "?") == 0) {
+        res->har_outcome = HOOKD_RETRY;
+        snprintf(res->har_reason, sizeof(res->har_reason), "could not read earlier API calls");
+        return;
+    }
+    if (strcmp(before, "done") == 0) {
+        res->har_outcome = HOOKD_DONE;
+        res->har_repeated = 1;
+        snprintf(res->har_reason, sizeof(res->har_reason), "done by an earlier attempt");
+        return;
+    }
+    if (strcmp(before, "sending") == 0 && lost_check_text != NULL) {
+        struct hookd_api_result seen;
+
+        api_call(w->w_d->d_api, "GET", lost_check_path, NULL, 0, &seen);
+        if (seen.har_outcome != HOOKD_DONE) {
+            /* Not knowing whether it went out, do not risk a double post. */
+            *res = seen;
+            res->har_data = NULL;
+            json_object_put(seen.har_data);
+            if (res->har_outcome == HOOKD_DONE) {
+                res->har_outcome = HOOKD_RETRY;
+            }
+            return;
+        }
+        if (json_holds_text(seen.har_data, lost_check_text, 0)) {
+            json_object_put(seen.har_data);
+            (void)record_action(w, seq, action, "done", &seen);
+            res->har_outcome = HOOKD_DONE;
+            res->har_repeated = 1;
+            snprintf(res->har_reason, sizeof(res->har_reason),
+                     "found in the thread after a lost answer");
+            log_info("API call was delivered before its answer was lost; not sent again "
+                     "job=%lld seq=%s action=%s", w->w_job, seq, action);
+            return;
+        }
+        json_object_put(seen.har_data);
+    }
+    if (!record_action(w, seq, action, "sending", NULL)) {
+        /* Unrecorded, a lost answer could not be told from a lost request. */
+        res->har_outcome = HOOKD_RETRY;
+        snprintf(res->har_reason, sizeof(res->har_reason), "could not record the API call");
+        return;
+    }
+    api_call(w->w_d->d_api, method, path, body, w->w_event_us, res);
+    /* A call not answered stays "sending": the next attempt checks before resending. */
+    if (res->har_status != 0) {
+        (void)record_action(w, seq, action, res->har_outcome == HOOKD_DONE ? "done" : "failed",
+                            res);
+    }
+    keep_data(w, res);
+    log_info("API call action=%s status=%d outcome=%s job=%lld route=%s", action,
+             res->har_status, res->har_outcome == HOOKD_DONE ? "done"
+             : res->har_outcome == HOOKD_RETRY ? "retry" : "failed", w->w_job, w->w_route);
+}
+
+
+static void
+no_api(struct hookd_api_result *res)
+{
+    memset(res, 0, sizeof(*res));
+    res->har_outcome = HOOKD_FAIL;
+    snprintf(res->har_reason, sizeof(res->har_reason), "no ContextGPT API key configured");
+}
+
+
+static void
+ctx_api_send_message(struct hookd_ctx *ctx, const char *chatbot, const char *thread,
+                     const char *text, const char *agent_name, const char *icon_url,
+                     struct hookd_api_result *res)
+{
+    struct worker *w = ctx->hc_host;
+    char cb[256], th[256], path[640], messages[640];
+    json_object *body;
+
+    if (w->w_d->d_api == NULL) {
+        no_api(res);
+        return;
+    }
+    api_path_segment(chatbot, cb, sizeof(cb));
+    api_path_segment(thread, th, sizeof(th));
+    snprintf(path, sizeof(path), "/v1/chatting/%s/thread/%s/message", cb, th);
+    snprintf(messages, sizeof(messages), "/v1/chatting/%s/thread/%s/messages", cb, th);
+    body = json_object_new_object();
+    json_object_object_add(body, "message", json_object_new_string(text));
+    json_object_object_add(body, "from", json_object_new_string("AGENT"));
+    json_object_object_add(body, "agentName", json_object_new_string(
+                               agent_name ? agent_name : api_default_agent(w->w_d->d_api)));
+    if (icon_url != NULL) {
+        json_object_object_add(body, "iconUrl", json_object_new_string(icon_url));
+    }
+    api_action(w, "send_message", "POST", path,
+               json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN), messages, text,
+               res);
+    json_object_put(body);
+}
+
+
+static void
+ctx_api_escalate(struct hookd_ctx *ctx, const char *chatbot, const char *thread,
+                 const char *prompt, struct hookd_api_result *res)
+{
+    struct worker *w = ctx->hc_host;
+    char cb[256], th[256], path[640];
+    json_object *body;
+
+    if (w->w_d->d_api == NULL) {
+        no_api(res);
+        return;
+    }
+    api_path_segment(chatbot, cb, sizeof(cb));
+    api_path_segment(thread, th, sizeof(th));
+    snprintf(path, sizeof(path), "/v1/chatting/%s/thread/%s/escalate", cb, th);
+    body = json_object_new_object();
+    json_object_object_add(body, "escalationPrompt",
+                           json_object_new_string(prompt ? prompt : "Escalated by hookd"));
+    api_action(w, "escalate", "POST", path,
+               json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN), NULL, NULL, res);
+    json_object_put(body);
+}
+
+
+static void
+ctx_api_update_thread(struct hookd_ctx *ctx, const char *chatbot, json_object *fields,
+                      struct hookd_api_result *res)
+{
+    struct worker *w = ctx->hc_host;
+    char cb[256], path[640];
+
+    if (w->w_d->d_api == NULL) {
+        no_api(res);
+        return;
+    }
+    api_path_segment(chatbot, cb, sizeof(cb));
+    snprintf(path, sizeof(path), "/v1/chatting/%s/thread/update-thread", cb);
+    api_action(w, "update_thread", "PATCH", path,
+               json_object_to_json_string_ext(fields, JSON_C_TO_STRING_PLAIN), NULL, NULL, res);
+}
+
+
+static void
+ctx_api_messages(struct hookd_ctx *ctx, const char *chatbot, const char *thread,
+                 struct hookd_api_result *res)
+{
+    struct worker *w = ctx->hc_host;
+    char cb[256], th[256], path[640];
+
+    if (w->w_d->d_api == NULL) {
+        no_api(res);
+        return;
+    }
+    api_path_segment(chatbot, cb, sizeof(cb));
+    api_path_segment(thread, th, sizeof(th));
+    snprintf(path, sizeof(path), "/v1/chatting/%s/thread/%s/messages", cb, th);
+    /* A read changes nothing: not numbered, not recorded. */
+    api_call(w->w_d->d_api, "GET", path, NULL, w->w_event_us, res);
+    keep_data(w, res);
+}
+
+
 /* ---- workers ------------------------------------------------------------- */
 
 static int worker_spawn(struct dispatch *d);
@@ -358,6 +633,7 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
     ev.he_raw_len = (size_t)PQgetlength(res, 0, 7);
     ev.he_json = json_tokener_parse(ev.he_raw);
     ev.he_received_us = atoll(PQgetvalue(res, 0, 8));
+    w->w_event_us = ev.he_received_us;
 
     pthread_mutex_lock(&d->d_lock);
     w->w_job = atoll(PQgetvalue(res, 0, 0));
@@ -387,6 +663,14 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
     ctx.hc_set_reason = ctx_set_reason;
     ctx.hc_db = ctx_db;
     ctx.hc_retry_after = ctx_retry_after;
+    if (d->d_api != NULL) {
+        ctx.hc_api_send_message = ctx_api_send_message;
+        ctx.hc_api_escalate = ctx_api_escalate;
+        ctx.hc_api_update_thread = ctx_api_update_thread;
+        ctx.hc_api_messages = ctx_api_messages;
+    }
+    w->w_api_seq = 0;
+    w->w_api_ndata = 0;
     log_debug("job started job=%lld route=%s event=%lld attempt=%d", w->w_job, w->w_route,
               w->w_event, w->w_attempt);
 
@@ -397,6 +681,10 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
         outcome = route->cr_plugin->pl_desc->hp_handle(route->cr_state, &ev, &ctx);
     }
     json_object_put(ev.he_json);
+    for (int i = 0; i < w->w_api_ndata; i++) {
+        json_object_put(w->w_api_data[i]);
+    }
+    w->w_api_ndata = 0;
 
     pthread_mutex_lock(&d->d_lock);
     abandoned = w->w_abandoned;
@@ -681,8 +969,8 @@ listener_main(void *arg)
 
 
 int
-dispatch_start(struct cfg_holder *cfgs, const char *conninfo, struct dispatch **ret, char *err,
-               size_t errlen)
+dispatch_start(struct cfg_holder *cfgs, const char *conninfo, struct api *api,
+               struct dispatch **ret, char *err, size_t errlen)
 {
     struct dispatch *d = calloc(1, sizeof(*d));
     const struct cfg *cfg;
@@ -698,6 +986,7 @@ dispatch_start(struct cfg_holder *cfgs, const char *conninfo, struct dispatch **
     (void)gethostname(host, sizeof(host) - 1);
     snprintf(d->d_me, sizeof(d->d_me), "%s:%d", host, (int)getpid());
     d->d_cfgs = cfgs;
+    d->d_api = api;
     cfg = cfg_get(cfgs);
     d->d_poll_ms = cfg->cf_poll_interval_ms;
     d->d_lease_s = cfg->cf_lease_s;

@@ -21,15 +21,17 @@
 
 #include <stddef.h>
 
+struct api;
 struct cfg_holder;
 struct dispatch;
 
 /*
  * Starts cfg->cf_workers workers (none when 0) on conninfo, reading routes
- * from cfgs for each job. Returns 0, or -1 with a message in err.
+ * from cfgs for each job; api (may be NULL) is lent to handlers. Returns 0,
+ * or -1 with a message in err.
  */
-int dispatch_start(struct cfg_holder *cfgs, const char *conninfo, struct dispatch **ret,
-                   char *err, size_t errlen);
+int dispatch_start(struct cfg_holder *cfgs, const char *conninfo, struct api *api,
+                   struct dispatch **ret, char *err, size_t errlen);
 
 /*
  * Stops claiming, waits up to grace_ms for running handlers, and hands the

@@ -20,6 +20,7 @@
 #include <openssl/crypto.h>
 #include <systemd/sd-daemon.h>
 
+#include "api.h"
 #include "cfg.h"
 #include "cli.h"
 #include "dispatch.h"
@@ -251,6 +252,7 @@ cmd_serve(int argc, char **argv)
     struct store *st = NULL;
     struct http *h = NULL;
     struct dispatch *disp = NULL;
+    struct api *api = NULL;
     char conninfo[4096];
     int rc = 0;
     char err[CFG_ERR_MAX];
@@ -276,6 +278,12 @@ cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     log_notice("hookd %s starting config=\"%s\"", HOOKD_VERSION, file);
+    if (api_new(cfg, &api, err, sizeof(err)) < 0) {
+        log_error("could not set up the ContextGPT API client: %s", err);
+        cfg_free(cfg);
+        return EXIT_RUNTIME;
+    }
+    log_notice("ContextGPT API client %s", api ? "configured (key set)" : "not configured");
     sd_notify(0, "STATUS=connecting to the database");
     if (store_start(cfg, &st, err, sizeof(err)) < 0) {
         log_error("could not start the store: %s", err);
@@ -299,7 +307,7 @@ cmd_serve(int argc, char **argv)
 
         if (!announced && store_ready(st)) {
             /* Dispatch starts once the schema it needs is there. */
-            if (dispatch_start(cfgs, conninfo, &disp, err, sizeof(err)) < 0) {
+            if (dispatch_start(cfgs, conninfo, api, &disp, err, sizeof(err)) < 0) {
                 log_error("%s", err);
                 rc = EXIT_RUNTIME;
                 break;
@@ -327,6 +335,7 @@ cmd_serve(int argc, char **argv)
     }
     http_stop(h);
     dispatch_stop(disp, MAIN_STOP_GRACE_MS);
+    api_free(api);
     store_stop(st);
     cfg_holder_free(cfgs);
     OPENSSL_cleanse(conninfo, sizeof(conninfo));

@@ -60,6 +60,18 @@ enum hookd_log_level {
     HOOKD_LOG_DEBUG = 7
 };
 
+/* What a ContextGPT API call came to. */
+struct hookd_api_result {
+    enum hookd_outcome har_outcome;  /* DONE: the platform took it; RETRY: try later;
+                                      * FAIL: it never will (bad key, no such chatbot) */
+    int har_status;                  /* HTTP status; 0 when no answer came */
+    int har_retry_after;             /* for RETRY: seconds the platform asked for, or 0 */
+    int har_repeated;                /* 1: an earlier attempt already did this; not resent */
+    char har_reason[256];            /* the platform's message, or what went wrong */
+    json_object *har_data;           /* the answer's "data", or NULL; hookd's, valid
+                                      * until the attempt ends */
+};
+
 /* What hookd lends a handler for one attempt. */
 struct hookd_ctx {
     const char *hc_route;        /* the route's name */
@@ -99,6 +111,28 @@ struct hookd_ctx {
      * Retry-After), which replaces the backoff when it is longer.
      */
     void (*hc_retry_after)(struct hookd_ctx *ctx, int seconds);
+
+    /*
+     * The ContextGPT API, through hookd's one client and rate limiter. NULL
+     * when no API key is configured. Calls are numbered within an attempt;
+     * on a retry, a call whose number succeeded in an earlier attempt of
+     * the same job is not sent again (har_repeated = 1), and a message whose
+     * answer was lost is looked for in the thread before it is sent again.
+     * So a handler that makes the same calls in the same order never posts
+     * twice. The result is filled in every case.
+     */
+    void (*hc_api_send_message)(struct hookd_ctx *ctx, const char *chatbot_id,
+                                const char *thread_id, const char *text,
+                                const char *agent_name, const char *icon_url,
+                                struct hookd_api_result *res);
+    void (*hc_api_escalate)(struct hookd_ctx *ctx, const char *chatbot_id,
+                            const char *thread_id, const char *prompt,
+                            struct hookd_api_result *res);
+    /* fields: the thread update, e.g. {"threadId": ..., "isEscalated": false} */
+    void (*hc_api_update_thread)(struct hookd_ctx *ctx, const char *chatbot_id,
+                                 json_object *fields, struct hookd_api_result *res);
+    void (*hc_api_messages)(struct hookd_ctx *ctx, const char *chatbot_id,
+                            const char *thread_id, struct hookd_api_result *res);
 };
 
 struct hookd_plugin {

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * api: the ContextGPT REST API client (libcurl), shared by every worker.
+ *
+ * One client per process. Each thread keeps its own curl handle, so
+ * connections are reused; a limiter shared by all threads keeps hookd under
+ * the platform's per-user limit (api.rate_limit requests per
+ * api.rate_window seconds): a call that would have to wait longer than a
+ * few seconds is not sent and comes back as "retry after N s" instead.
+ *
+ * Every answer becomes done, retry (with the platform's Retry-After or
+ * retryAfter, capped) or failed for good with the platform's reason:
+ *   2xx with success true         done
+ *   429 MESSAGES_LIMIT_REACHED    failed (the monthly quota does not clear
+ *                                 by waiting; replay the job later)
+ *   429                           retry after the platform's wait
+ *   5xx, timeout, no connection   retry (the route's backoff)
+ *   404 within api.not_found_grace seconds of the event   retry (the
+ *                                 platform may not show the thread yet)
+ *   other 4xx, 2xx with success false   failed
+ * The API key is never logged and never put in a result.
+ */
+#ifndef HOOKD_API_H
+#define HOOKD_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hookd_plugin.h"
+
+struct api;
+struct cfg;
+
+/*
+ * Makes the client from cfg's api settings; *ret is NULL (and 0 returned)
+ * when the config has no API key. Returns -1 with err on failure.
+ */
+int api_new(const struct cfg *cfg, struct api **ret, char *err, size_t errlen);
+
+/* Frees the client; NULL is fine. Other threads must be done with it. */
+void api_free(struct api *api);
+
+/*
+ * Sends one request: method "GET", "POST" or "PATCH", path below the base
+ * URL (e.g. "/v1/chatting/ID/thread/ID/message"), body JSON text or NULL.
+ * event_received_us (0 if none) decides the 404 grace. Fills *res; the
+ * caller releases res->har_data with json_object_put.
+ */
+void api_call(struct api *api, const char *method, const char *path, const char *body,
+              int64_t event_received_us, struct hookd_api_result *res);
+
+/* Writes a URL path segment (chatbot or thread id) percent-encoded into out. */
+void api_path_segment(const char *in, char *out, size_t cap);
+
+/* The agent name to sign messages with when a handler gives none. */
+const char *api_default_agent(const struct api *api);
+
+/* Requests sent so far and rate-limit waits, for logs and tests. */
+void api_counters(struct api *api, uint64_t *ret_sent, uint64_t *ret_limited);
+
+#endif
