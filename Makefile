@@ -41,13 +41,21 @@ HANDLERS   := $(patsubst handlers/%.c,$(BUILD)/handlers/%.so,$(HANDLER_SRC))
 TPLUG_SRC  := $(wildcard tests/plugins/*.c)
 TPLUGINS   := $(patsubst tests/plugins/%.c,$(BUILD)/tests/plugins/%.so,$(TPLUG_SRC))
 PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
 PLUGIN_DIR ?= $(PREFIX)/lib/hookd/handlers
+SHAREDIR   ?= $(PREFIX)/share/hookd
+DOCDIR     ?= $(PREFIX)/share/doc/hookd
+INCLUDEDIR ?= $(PREFIX)/include
+SYSCONFDIR ?= /etc
+UNITDIR    ?= /lib/systemd/system
+SYSUSERSDIR ?= /usr/lib/sysusers.d
+TMPFILESDIR ?= /usr/lib/tmpfiles.d
 
 UNIT_SRC   := $(wildcard tests/unit/*.c)
 INTEG_SRC  := $(wildcard tests/integration/*.c)
 SUPPORT_SRC := $(wildcard tests/support/*.c)
 
-.PHONY: all asan tests run check deps clean
+.PHONY: all asan tests run check deps clean install uninstall
 .DELETE_ON_ERROR:
 
 all: $(BUILD)/hookd $(HANDLERS)
@@ -128,6 +136,35 @@ run: deps
 check: deps
 	@$(MAKE) --no-print-directory all asan tests
 	@scripts/check.sh
+
+# make install [PREFIX=/usr/local] [DESTDIR=/tmp/stage]: the binary, the
+# plugins, the plugin header, the migrations (for reading: hookd carries its
+# own), the unit with its sysusers and tmpfiles files, and an example
+# configuration in /etc/hookd (an existing hookd.conf is never overwritten).
+install: all
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PLUGIN_DIR) $(DESTDIR)$(SHAREDIR)/sql \
+	    $(DESTDIR)$(DOCDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(UNITDIR) \
+	    $(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)$(SYSCONFDIR)/hookd
+	install -m 0755 $(BUILD)/hookd $(DESTDIR)$(BINDIR)/hookd
+	install -m 0644 $(HANDLERS) $(DESTDIR)$(PLUGIN_DIR)/
+	install -m 0644 handlers/hookd_plugin.h $(DESTDIR)$(INCLUDEDIR)/hookd_plugin.h
+	install -m 0644 sql/*.sql $(DESTDIR)$(SHAREDIR)/sql/
+	install -m 0644 README.md docs/KNOWN_LIMITS.md $(DESTDIR)$(DOCDIR)/
+	sed -e 's|/usr/local/bin|$(BINDIR)|g' -e 's|/usr/local/share|$(PREFIX)/share|g' \
+	    -e 's|/etc/hookd|$(SYSCONFDIR)/hookd|g' systemd/hookd.service \
+	    > $(DESTDIR)$(UNITDIR)/hookd.service
+	install -m 0644 systemd/hookd.sysusers $(DESTDIR)$(SYSUSERSDIR)/hookd.conf
+	install -m 0644 systemd/hookd.tmpfiles $(DESTDIR)$(TMPFILESDIR)/hookd.conf
+	install -m 0640 etc/hookd.conf $(DESTDIR)$(SYSCONFDIR)/hookd/hookd.conf.example
+	test -e $(DESTDIR)$(SYSCONFDIR)/hookd/hookd.conf || \
+	    install -m 0640 etc/hookd.conf $(DESTDIR)$(SYSCONFDIR)/hookd/hookd.conf
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/hookd $(DESTDIR)$(INCLUDEDIR)/hookd_plugin.h \
+	    $(DESTDIR)$(UNITDIR)/hookd.service $(DESTDIR)$(SYSUSERSDIR)/hookd.conf \
+	    $(DESTDIR)$(TMPFILESDIR)/hookd.conf $(DESTDIR)$(SYSCONFDIR)/hookd/hookd.conf.example
+	rm -rf $(DESTDIR)$(PLUGIN_DIR) $(DESTDIR)$(SHAREDIR) $(DESTDIR)$(DOCDIR)
+	@echo "kept $(SYSCONFDIR)/hookd/hookd.conf and any secrets next to it"
 
 clean:
 	rm -rf $(BUILD)/obj $(BUILD)/asan $(BUILD)/tests $(BUILD)/gen $(BUILD)/hookd \

@@ -19,6 +19,7 @@ packages=(
     postgresql-15 postgresql-client-15
     debian-archive-keyring  # scripts/civetweb.sh verifies the sources with it
     coreutils util-linux    # od (scripts/embed.sh), runuser (scripts/pg.sh)
+    systemd                 # systemd-analyze checks the unit in the tests
 )
 
 # One query for all of them; a package dpkg has never heard of is reported on
