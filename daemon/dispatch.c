@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +78,9 @@ struct dispatch {
 
     pthread_t d_listener;
     bool d_listener_started;
+    _Atomic long long d_heartbeat_ms;
+    atomic_ullong d_done_count;
+    atomic_ullong d_dead_count;
     PGconn *d_listen_conn;
 };
 
@@ -120,6 +124,23 @@ static const char release_sql[] =
     "UPDATE hookd.jobs SET status = 'pending', attempts = attempts - 1, updated_at = now(),"
     " lease_until = NULL, run_at = now(), last_error = 'released at shutdown'"
     " WHERE id = $1 AND attempts = $2 AND status = 'running'";
+
+
+long long
+dispatch_heartbeat_ms(struct dispatch *d)
+{
+    /* Without workers there is no listener to stall. */
+    return d == NULL ? 0 : d->d_listener_started ? atomic_load(&d->d_heartbeat_ms)
+           : clock_mono_ms();
+}
+
+
+void
+dispatch_counts(struct dispatch *d, unsigned long long *ret_done, unsigned long long *ret_dead)
+{
+    *ret_done = d ? atomic_load(&d->d_done_count) : 0;
+    *ret_dead = d ? atomic_load(&d->d_dead_count) : 0;
+}
 
 
 long
@@ -702,6 +723,7 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
         const char *vals[3] = {id, att, w->w_output_len ? w->w_output : NULL};
 
         exec_update(w->w_conn, done_sql, 3, vals, w->w_job);
+        atomic_fetch_add(&d->d_done_count, 1);
         log_info("job done job=%lld route=%s event=%lld attempt=%d ms=%lld", w->w_job,
                  w->w_route, w->w_event, w->w_attempt, clock_mono_ms() - started);
     } else {
@@ -717,6 +739,9 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
         record_failure(w->w_conn, w->w_job, w->w_attempt,
                        outcome == HOOKD_FAIL ? w->w_attempt : w->w_max_attempts, delay, reason,
                        w->w_output_len ? w->w_output : NULL, w->w_route);
+        if (outcome == HOOKD_FAIL || w->w_attempt >= w->w_max_attempts) {
+            atomic_fetch_add(&d->d_dead_count, 1);
+        }
     }
     return true;
 }
@@ -963,6 +988,7 @@ listener_main(void *arg)
             usleep(DISPATCH_TICK_MS * 1000);
         }
         supervise(d);
+        atomic_store(&d->d_heartbeat_ms, clock_mono_ms());
     }
     return NULL;
 }
@@ -987,6 +1013,7 @@ dispatch_start(struct cfg_holder *cfgs, const char *conninfo, struct api *api,
     snprintf(d->d_me, sizeof(d->d_me), "%s:%d", host, (int)getpid());
     d->d_cfgs = cfgs;
     d->d_api = api;
+    atomic_store(&d->d_heartbeat_ms, clock_mono_ms());
     cfg = cfg_get(cfgs);
     d->d_poll_ms = cfg->cf_poll_interval_ms;
     d->d_lease_s = cfg->cf_lease_s;

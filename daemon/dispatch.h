@@ -41,6 +41,14 @@ int dispatch_start(struct cfg_holder *cfgs, const char *conninfo, struct api *ap
 void dispatch_stop(struct dispatch *d, int grace_ms);
 
 /*
+ * Monotonic ms of the listener/supervisor thread's last round (every 100 ms
+ * while running), and jobs done and dead since start. NULL d: 0.
+ */
+long long dispatch_heartbeat_ms(struct dispatch *d);
+void dispatch_counts(struct dispatch *d, unsigned long long *ret_done,
+                     unsigned long long *ret_dead);
+
+/*
  * Backoff in milliseconds before attempt `attempt` + 1 (attempt >= 1):
  * first * factor^(attempt-1) capped at max, then "equal jitter" (a random
  * point in its upper half) from rnd in [0, 1).

@@ -23,6 +23,7 @@
 #include "api.h"
 #include "cfg.h"
 #include "cli.h"
+#include "clock.h"
 #include "dispatch.h"
 #include "http.h"
 #include "log.h"
@@ -32,6 +33,8 @@
 #define HOOKD_VERSION "0.1.0"
 /* How long running handlers may finish at shutdown before their jobs go back. */
 #define MAIN_STOP_GRACE_MS 20000
+/* A core thread silent this long counts as stalled (watchdog). */
+#define MAIN_STALL_MS 10000
 
 /* Exit codes: 0 done, 1 runtime failure, 2 usage or configuration error. */
 enum {
@@ -226,6 +229,39 @@ reload(struct cfg_holder *cfgs, const char *file)
 }
 
 
+/*
+ * Tells systemd we are alive, but only when the threads that must keep
+ * turning did so lately: the store's monitor (every second) and dispatch's
+ * listener and supervisor (every 100 ms). A wedged one stops the pings and
+ * systemd restarts hookd. Also refreshes the one-line STATUS.
+ */
+static void
+supervise_tick(struct store *st, struct dispatch *disp, bool watchdog)
+{
+    long long now = clock_mono_ms();
+    static long long last_status;
+    bool alive = now - store_heartbeat_ms(st) < MAIN_STALL_MS
+                 && (disp == NULL || now - dispatch_heartbeat_ms(disp) < MAIN_STALL_MS);
+
+    if (watchdog && alive) {
+        sd_notify(0, "WATCHDOG=1");
+    } else if (watchdog) {
+        log_error("a core thread stalled; not telling the watchdog we are alive");
+    }
+    if (now - last_status >= 10000) {
+        unsigned long long done, dead;
+        char status[160];
+
+        dispatch_counts(disp, &done, &dead);
+        snprintf(status, sizeof(status), "STATUS=%s; %llu events stored, %llu jobs done, "
+                 "%llu dead since start", store_ready(st) ? "serving" : "database unavailable",
+                 store_events_stored(st), done, dead);
+        sd_notify(0, status);
+        last_status = now;
+    }
+}
+
+
 /* Runs during shutdown: a second stop signal ends the process at once. */
 static void *
 second_signal_main(void *arg)
@@ -255,6 +291,8 @@ cmd_serve(int argc, char **argv)
     struct api *api = NULL;
     char conninfo[4096];
     int rc = 0;
+    uint64_t watchdog_usec = 0;
+    bool watchdog;
     char err[CFG_ERR_MAX];
     static sigset_t set;
     struct timespec tick = {1, 0};
@@ -291,6 +329,7 @@ cmd_serve(int argc, char **argv)
         return EXIT_RUNTIME;
     }
     snprintf(conninfo, sizeof(conninfo), "%s", cfg_conninfo(cfg));
+    watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
     cfgs = cfg_holder_new(cfg);
     if (cfgs == NULL || http_start(cfgs, st, &h, err, sizeof(err)) < 0) {
         log_error("%s", cfgs ? err : "out of memory");
@@ -317,6 +356,7 @@ cmd_serve(int argc, char **argv)
             sd_notify(0, "READY=1\nSTATUS=serving");
         } else if (!store_ready(st)) {
                 }
+        supervise_tick(st, disp, watchdog);
         /* Look often until ready, so "ready" is reported promptly. */
         tick.tv_sec = announced ? 1 : 0;
         tick.tv_nsec = announced ? 0 : 50000000;

@@ -58,6 +58,8 @@ struct store {
     atomic_bool st_healthy;          /* last connect attempt worked */
     _Atomic long long st_retry_at_ms;/* while unhealthy: refuse before this */
     atomic_bool st_down_logged;
+    _Atomic long long st_heartbeat_ms;
+    atomic_ullong st_stored;
     pthread_mutex_t st_migrate_lock;
 
     struct writer *st_writers;
@@ -407,6 +409,9 @@ write_events(struct store *st, PGconn *c, struct store_item **items, size_t n, c
 
         it->si_id = PQgetisnull(res, (int)i, 1) ? 0 : atoll(PQgetvalue(res, (int)i, 1));
         it->si_result = inserted ? STORE_STORED : STORE_DUPLICATE;
+        if (inserted) {
+            atomic_fetch_add(&st->st_stored, 1);
+        }
         /* The same key twice in one batch: the later one is the duplicate. */
         for (size_t j = 0; inserted && j < i; j++) {
             if (items[j]->si_kind == STORE_EVENT && items[j]->si_id == it->si_id) {
@@ -748,6 +753,20 @@ store_submit(struct store *st, struct store_item *item)
 }
 
 
+long long
+store_heartbeat_ms(struct store *st)
+{
+    return atomic_load(&st->st_heartbeat_ms);
+}
+
+
+unsigned long long
+store_events_stored(struct store *st)
+{
+    return atomic_load(&st->st_stored);
+}
+
+
 bool
 store_ready(struct store *st)
 {
@@ -770,6 +789,7 @@ monitor_main(void *arg)
         struct timespec until;
 
         pthread_mutex_unlock(&st->st_lock);
+        atomic_store(&st->st_heartbeat_ms, clock_mono_ms());
         if (!atomic_load(&st->st_migrated)) {
             (void)ensure_migrated(st);
         } else if (!atomic_load(&st->st_healthy)) {
@@ -817,6 +837,7 @@ store_start(const struct cfg *cfg, struct store **ret, char *err, size_t errlen)
     st->st_query_timeout = cfg->cf_query_timeout;
     st->st_max_batch = cfg->cf_max_batch;
     atomic_store(&st->st_healthy, true);
+    atomic_store(&st->st_heartbeat_ms, clock_mono_ms());
     st->st_writers = calloc((size_t)cfg->cf_writers, sizeof(*st->st_writers));
     if (st->st_writers == NULL) {
         snprintf(err, errlen, "out of memory");

@@ -86,6 +86,13 @@ enum store_result store_submit(struct store *st, struct store_item *item);
 /* True once migrations ran and the last database attempt succeeded. */
 bool store_ready(struct store *st);
 
+/*
+ * Monotonic ms of the monitor thread's last round (it runs every second),
+ * and events stored since start; for the watchdog and the status line.
+ */
+long long store_heartbeat_ms(struct store *st);
+unsigned long long store_events_stored(struct store *st);
+
 /* Stops the writers after the items already queued; NULL is fine. */
 void store_stop(struct store *st);
 
