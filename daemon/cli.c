@@ -243,9 +243,8 @@ print_result(PGresult *res, bool json)
 }
 
 
-/* Runs a query with text parameters and prints it; returns an exit status. */
-static int
-query_print(PGconn *c, const char *sql, int n, const char *const *params, bool json)
+int
+cli_query_print(PGconn *c, const char *sql, int n, const char *const *params, bool json)
 {
     PGresult *res = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
     int rc = 0;
@@ -285,7 +284,7 @@ cli_jobs(int argc, char **argv)
     }
     snprintf(limit, sizeof(limit), "%d", a.limit);
     if (a.status == NULL && a.route == NULL) {
-        rc = query_print(c,
+        rc = cli_query_print(c,
                          "SELECT route,"
                          " count(*) FILTER (WHERE status = 'pending') AS pending,"
                          " count(*) FILTER (WHERE status = 'running') AS running,"
@@ -297,7 +296,7 @@ cli_jobs(int argc, char **argv)
     } else {
         const char *params[3] = {a.status, a.route, limit};
 
-        rc = query_print(c,
+        rc = cli_query_print(c,
                          "SELECT j.id AS job, j.route, j.status, j.attempts, j.event_id AS event,"
                          " e.event_type AS type, j.conversation,"
                          " to_char(j.updated_at, 'YYYY-MM-DD HH24:MI:SS') AS updated,"
@@ -359,7 +358,7 @@ cli_replay(int argc, char **argv)
               " IS NOT NULL AS requeued FROM r ORDER BY r.id";
         param = a.event;
     }
-    rc = query_print(c, sql, 1, &param, a.json);
+    rc = cli_query_print(c, sql, 1, &param, a.json);
     PQfinish(c);
     return rc;
 }
@@ -390,7 +389,7 @@ cli_events(int argc, char **argv)
     params[2] = a.event;
     params[3] = limit;
     /* Newest first when listing everything; a conversation reads oldest first. */
-    rc = query_print(c,
+    rc = cli_query_print(c,
                      "SELECT * FROM (SELECT e.id AS event,"
                      " to_char(e.received_at, 'YYYY-MM-DD HH24:MI:SS') AS received,"
                      " e.event_type AS type, e.chatbot_id AS chatbot, e.thread_id AS thread,"

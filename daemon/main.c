@@ -23,6 +23,7 @@
 #include "api.h"
 #include "cfg.h"
 #include "cli.h"
+#include "cli_api.h"
 #include "clock.h"
 #include "dispatch.h"
 #include "http.h"
@@ -56,6 +57,9 @@ static const char main_usage[] =
     "  jobs           show the job queue by route and state, or the jobs\n"
     "  replay         put dead jobs (or an event's jobs) back in the queue\n"
     "  events         show a conversation's events with their jobs\n"
+    "  reply          send an agent message into a conversation\n"
+    "  escalate       hand a conversation to a human\n"
+    "  handoff        list, claim and close handoff tickets\n"
     "\n"
     "options:\n"
     "  -h, --help     show this help (hookd COMMAND --help for a command's)\n"
@@ -421,6 +425,15 @@ main(int argc, char **argv)
     }
     if (strcmp(cmd, "events") == 0) {
         return cli_events(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "reply") == 0) {
+        return cli_reply(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "escalate") == 0) {
+        return cli_escalate(argc - 1, argv + 1);
+    }
+    if (strcmp(cmd, "handoff") == 0) {
+        return cli_handoff(argc - 1, argv + 1);
     }
     fprintf(stderr, "hookd: unrecognized command \"%s\"\n%s", cmd, main_usage);
     return EXIT_USAGE;
