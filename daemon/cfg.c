@@ -701,7 +701,7 @@ static int
 load_route(struct loader *ld, const config_setting_t *g, int idx, const char *plugin_dir,
            struct cfg_route *rt)
 {
-    char where[40];
+    char where[96];
     char err[CFG_ERR_MAX];
     const config_setting_t *when;
     const config_setting_t *opts;
@@ -736,6 +736,8 @@ load_route(struct loader *ld, const config_setting_t *g, int idx, const char *pl
     if (*rt->cr_name == '\0' || strlen(rt->cr_name) > 64) {
         return fail_at(ld, g, "%s.name must be 1 to 64 characters", where);
     }
+    /* From here on, errors name the route. */
+    snprintf(where, sizeof(where), "route \"%s\"", rt->cr_name);
     when = config_setting_get_member(g, "when");
     if (when != NULL) {
         if (config_setting_type(when) != CONFIG_TYPE_LIST) {
@@ -747,7 +749,7 @@ load_route(struct loader *ld, const config_setting_t *g, int idx, const char *pl
             return fail_at(ld, when, "out of memory");
         }
         for (size_t i = 0; i < rt->cr_nconds; i++) {
-            char cw[96];
+            char cw[160];
 
             snprintf(cw, sizeof(cw), "%s.when[%zu]", where, i);
             if (load_cond(ld, config_setting_get_elem(when, (unsigned)i), cw,
@@ -858,14 +860,14 @@ load_dispatch(struct loader *ld, const config_setting_t *root, struct cfg *cfg)
 
     cfg->cf_workers = 4;
     cfg->cf_poll_interval_ms = 5000;
-    cfg->cf_lease_s = 300;
+    cfg->cf_lease_s = 30;
     if (get_group(ld, root, "dispatch", dispatch_keys, &d) < 0
         || get_str(ld, d, "dispatch", "plugin_dir",
                    env_dir && *env_dir ? env_dir : HOOKD_PLUGIN_DIR, &cfg->cf_plugin_dir) < 0
         || get_int32(ld, d, "dispatch", "workers", 0, 256, &cfg->cf_workers) < 0
         || get_int32(ld, d, "dispatch", "poll_interval", 10, 600000,
                      &cfg->cf_poll_interval_ms) < 0
-        || get_int32(ld, d, "dispatch", "lease", 1, 86400, &cfg->cf_lease_s) < 0)
+        || get_int32(ld, d, "dispatch", "lease", 3, 86400, &cfg->cf_lease_s) < 0)
     {
         return -1;
     }

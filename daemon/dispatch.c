@@ -68,6 +68,7 @@ struct dispatch {
     char d_me[96];
     int d_poll_ms;
     int d_lease_s;
+    long long d_renewed_ms;
 
     pthread_mutex_t d_lock;
     pthread_cond_t d_wake;
@@ -201,26 +202,66 @@ connect_db(const char *conninfo)
 }
 
 
-/* Runs a result update; a failure only logs (the lease brings the job back). */
-static void
-exec_update(PGconn *c, const char *sql, int n, const char *const *values, long long job)
+/*
+ * *c, reconnected when the server dropped it meanwhile (a terminated
+ * backend is only noticed when its goodbye is read). NULL when the database
+ * cannot be reached.
+ */
+static PGconn *
+conn_usable(PGconn **c, const char *conninfo)
 {
-    PGresult *res = PQexecParams(c, sql, n, NULL, values, NULL, NULL, 0);
-
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        const char *msg = PQresultErrorMessage(res);
-
-        log_warning("could not record a job result job=%lld reason=\"%.*s\"", job,
-                    (int)strcspn(msg, "\n"), msg);
+    if (*c != NULL && (!PQconsumeInput(*c) || PQstatus(*c) != CONNECTION_OK)) {
+        PQfinish(*c);
+        *c = NULL;
     }
-    PQclear(res);
+    if (*c == NULL) {
+        *c = connect_db(conninfo);
+    }
+    return *c;
+}
+
+
+/*
+ * Runs a result update, on a fresh connection when the old one turned out
+ * dead (the updates are fenced by attempt, so repeating one is harmless).
+ * False when it could not be recorded; the lease then brings the job back.
+ */
+static bool
+update_job(PGconn **c, const char *conninfo, const char *sql, int n,
+           const char *const *values, long long job)
+{
+    for (int tries = 0; tries < 2; tries++) {
+        PGresult *res;
+        bool ok;
+
+        if (conn_usable(c, conninfo) == NULL) {
+            break;
+        }
+        res = PQexecParams(*c, sql, n, NULL, values, NULL, NULL, 0);
+        ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        if (!ok && (tries == 1 || PQstatus(*c) == CONNECTION_OK)) {
+            const char *msg = PQresultErrorMessage(res);
+
+            log_warning("could not record a job result job=%lld reason=\"%.*s\"", job,
+                        (int)strcspn(msg, "\n"), msg);
+            PQclear(res);
+            return false;
+        }
+        PQclear(res);
+        if (ok) {
+            return true;
+        }
+    }
+    log_warning("could not record a job result job=%lld reason=\"no database connection\"",
+                job);
+    return false;
 }
 
 
 /* Records a retry or, when the attempts are spent, the job's death. */
 static void
-record_failure(PGconn *c, long long job, int attempt, int max_attempts, long delay_ms,
-               const char *reason, const char *output, const char *route)
+record_failure(PGconn **c, const char *conninfo, long long job, int attempt, int max_attempts,
+               long delay_ms, const char *reason, const char *output, const char *route)
 {
     char id[24], att[16], delay[24];
     const char *vals[5] = {id, att, delay, reason, output};
@@ -231,14 +272,16 @@ record_failure(PGconn *c, long long job, int attempt, int max_attempts, long del
     if (attempt >= max_attempts) {
         const char *dvals[4] = {id, att, reason, output};
 
-        exec_update(c, dead_sql, 4, dvals, job);
-        log_warning("job dead after its last attempt job=%lld route=%s attempt=%d reason=\"%s\"",
-                    job, route, attempt, reason);
+        if (update_job(c, conninfo, dead_sql, 4, dvals, job)) {
+            log_warning("job dead after its last attempt job=%lld route=%s attempt=%d "
+                        "reason=\"%s\"", job, route, attempt, reason);
+        }
         return;
     }
-    exec_update(c, retry_sql, 5, vals, job);
-    log_info("job will retry job=%lld route=%s attempt=%d delay_ms=%ld reason=\"%s\"", job,
-             route, attempt, delay_ms, reason);
+    if (update_job(c, conninfo, retry_sql, 5, vals, job)) {
+        log_info("job will retry job=%lld route=%s attempt=%d delay_ms=%ld reason=\"%s\"", job,
+                 route, attempt, delay_ms, reason);
+    }
 }
 
 
@@ -294,7 +337,7 @@ ctx_db(struct hookd_ctx *ctx, const char *conninfo)
     const char *want = conninfo ? conninfo : w->w_d->d_conninfo;
 
     if (w->w_handler_db != NULL
-        && (PQstatus(w->w_handler_db) != CONNECTION_OK
+        && (!PQconsumeInput(w->w_handler_db) || PQstatus(w->w_handler_db) != CONNECTION_OK
             || strcmp(w->w_handler_db_info, want) != 0))
     {
         PQfinish(w->w_handler_db);
@@ -612,6 +655,32 @@ routes_literal(const struct cfg *cfg, char *out, size_t cap)
 }
 
 
+/*
+ * How long until the next pending job of these routes is due, at most
+ * limit_ms: a retry due before the next poll is then taken on time.
+ */
+static int
+next_due_ms(struct worker *w, const char *routes, int limit_ms)
+{
+    const char *vals[1] = {routes};
+    PGresult *res = PQexecParams(w->w_conn,
+                                 "SELECT ceil(extract(epoch FROM min(run_at) - now()) * 1000)"
+                                 " FROM hookd.jobs WHERE status = 'pending'"
+                                 " AND route = ANY ($1::text[])", 1, NULL, vals, NULL, NULL, 0);
+    int ms = limit_ms;
+
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1
+        && !PQgetisnull(res, 0, 0))
+    {
+        double due = atof(PQgetvalue(res, 0, 0));
+
+        ms = due < 10 ? 10 : due < limit_ms ? (int)due : limit_ms;
+    }
+    PQclear(res);
+    return ms;
+}
+
+
 /* Waits on the wake condition for at most ms (or until stopping). */
 static void
 worker_idle(struct dispatch *d, int ms)
@@ -722,8 +791,9 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
     if (outcome == HOOKD_DONE) {
         const char *vals[3] = {id, att, w->w_output_len ? w->w_output : NULL};
 
-        exec_update(w->w_conn, done_sql, 3, vals, w->w_job);
-        atomic_fetch_add(&d->d_done_count, 1);
+        if (update_job(&w->w_conn, d->d_conninfo, done_sql, 3, vals, w->w_job)) {
+            atomic_fetch_add(&d->d_done_count, 1);
+        }
         log_info("job done job=%lld route=%s event=%lld attempt=%d ms=%lld", w->w_job,
                  w->w_route, w->w_event, w->w_attempt, clock_mono_ms() - started);
     } else {
@@ -736,7 +806,7 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
         if ((long)w->w_retry_after_s * 1000 > delay) {
             delay = (long)w->w_retry_after_s * 1000;
         }
-        record_failure(w->w_conn, w->w_job, w->w_attempt,
+        record_failure(&w->w_conn, d->d_conninfo, w->w_job, w->w_attempt,
                        outcome == HOOKD_FAIL ? w->w_attempt : w->w_max_attempts, delay, reason,
                        w->w_output_len ? w->w_output : NULL, w->w_route);
         if (outcome == HOOKD_FAIL || w->w_attempt >= w->w_max_attempts) {
@@ -774,27 +844,14 @@ worker_main(void *arg)
             worker_idle(d, d->d_poll_ms);
             continue;
         }
-        if (w->w_conn == NULL || PQstatus(w->w_conn) != CONNECTION_OK) {
-            PQfinish(w->w_conn);
-            w->w_conn = connect_db(d->d_conninfo);
-            if (w->w_conn == NULL) {
-                cfg_put(d->d_cfgs, cfg);
-                worker_idle(d, 1000);
-                continue;
-            }
+        if (conn_usable(&w->w_conn, d->d_conninfo) == NULL) {
+            cfg_put(d->d_cfgs, cfg);
+            worker_idle(d, 1000);
+            continue;
         }
         routes_literal(cfg, routes, sizeof(routes));
-        /* The lease outlives the longest attempt, so a live job is never reclaimed. */
-        {
-            int lease_s = d->d_lease_s;
-
-            for (size_t i = 0; i < cfg->cf_nroutes; i++) {
-                int need = cfg->cf_routes[i].cr_timeout_ms / 1000 + 30;
-
-                lease_s = need > lease_s ? need : lease_s;
-            }
-            snprintf(lease, sizeof(lease), "%d", lease_s);
-        }
+        /* The supervisor renews the leases of running jobs, so this can be short. */
+        snprintf(lease, sizeof(lease), "%d", d->d_lease_s);
         res = PQexecParams(w->w_conn, claim_sql, 3, NULL, vals, NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             const char *msg = PQresultErrorMessage(res);
@@ -808,7 +865,7 @@ worker_main(void *arg)
         if (PQntuples(res) == 0) {
             PQclear(res);
             cfg_put(d->d_cfgs, cfg);
-            worker_idle(d, d->d_poll_ms);
+            worker_idle(d, next_due_ms(w, routes, d->d_poll_ms));
             continue;
         }
         keep = worker_run(w, cfg, res);
@@ -907,11 +964,52 @@ supervise(struct dispatch *d)
         snprintf(reason, sizeof(reason), "handler overran its timeout of %d ms", timeout_ms);
         log_warning("job timed out, worker replaced job=%lld route=%s attempt=%d", job,
                     route_copy, attempt);
-        if (d->d_listen_conn != NULL) {
-            record_failure(d->d_listen_conn, job, attempt, max_attempts, delay, reason, NULL,
-                           route_copy);
+        record_failure(&d->d_listen_conn, d->d_conninfo, job, attempt, max_attempts, delay,
+                       reason, NULL, route_copy);
+    }
+}
+
+
+/*
+ * Extends the leases of the jobs this instance is running, every third of
+ * the lease: a live attempt is never taken over, and a dead instance's jobs
+ * come back within one lease.
+ */
+static void
+renew_leases(struct dispatch *d)
+{
+    static const char renew_sql[] =
+        "UPDATE hookd.jobs SET lease_until = now() + make_interval(secs => $2::float8)"
+        " WHERE id = ANY ($1::bigint[]) AND status = 'running' AND locked_by = $3";
+    char ids[4096] = "{";
+    char lease[16];
+    const char *vals[3] = {ids, lease, d->d_me};
+    size_t n = 1;
+    long long now = clock_mono_ms();
+    PGresult *res;
+
+    if (now - d->d_renewed_ms < (long long)d->d_lease_s * 1000 / 3) {
+        return;
+    }
+    d->d_renewed_ms = now;
+    pthread_mutex_lock(&d->d_lock);
+    for (struct worker *w = d->d_workers; w != NULL && n + 24 < sizeof(ids); w = w->w_next) {
+        if (w->w_busy && !w->w_abandoned) {
+            n += (size_t)snprintf(ids + n, sizeof(ids) - n, "%s%lld", n > 1 ? "," : "",
+                                  w->w_job);
         }
     }
+    pthread_mutex_unlock(&d->d_lock);
+    if (n == 1 || conn_usable(&d->d_listen_conn, d->d_conninfo) == NULL) {
+        return;
+    }
+    snprintf(ids + n, sizeof(ids) - n, "}");
+    snprintf(lease, sizeof(lease), "%d", d->d_lease_s);
+    res = PQexecParams(d->d_listen_conn, renew_sql, 3, NULL, vals, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        log_warning("could not renew the leases of running jobs");
+    }
+    PQclear(res);
 }
 
 
@@ -988,6 +1086,7 @@ listener_main(void *arg)
             usleep(DISPATCH_TICK_MS * 1000);
         }
         supervise(d);
+        renew_leases(d);
         atomic_store(&d->d_heartbeat_ms, clock_mono_ms());
     }
     return NULL;
@@ -1050,6 +1149,19 @@ dispatch_start(struct cfg_holder *cfgs, const char *conninfo, struct api *api,
 
 
 void
+dispatch_quiesce(struct dispatch *d)
+{
+    if (d == NULL) {
+        return;
+    }
+    pthread_mutex_lock(&d->d_lock);
+    d->d_stopping = true;
+    pthread_cond_broadcast(&d->d_wake);
+    pthread_mutex_unlock(&d->d_lock);
+}
+
+
+void
 dispatch_stop(struct dispatch *d, int grace_ms)
 {
     struct timespec until;
@@ -1092,7 +1204,7 @@ dispatch_stop(struct dispatch *d, int grace_ms)
             snprintf(id, sizeof(id), "%lld", w->w_job);
             snprintf(att, sizeof(att), "%d", w->w_attempt);
             if (c != NULL) {
-                exec_update(c, release_sql, 2, vals, w->w_job);
+                (void)update_job(&c, d->d_conninfo, release_sql, 2, vals, w->w_job);
                 PQfinish(c);
             }
             log_notice("job handed back to the queue at shutdown job=%lld route=%s", w->w_job,

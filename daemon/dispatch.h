@@ -10,7 +10,9 @@
  * hookd_jobs and wakes the workers; the workers also poll every
  * dispatch.poll_interval, so a NOTIFY lost while the listener reconnects
  * only delays work. No database connection is in a transaction while a
- * handler runs.
+ * handler runs. The supervisor renews the lease of every running job every
+ * third of dispatch.lease, so a dead instance's jobs come back within one
+ * lease and a live one's never.
  *
  * A handler that overruns its route's timeout counts as a failed attempt:
  * its job is rescheduled at once, the stuck thread is abandoned (its late
@@ -32,6 +34,9 @@ struct dispatch;
  */
 int dispatch_start(struct cfg_holder *cfgs, const char *conninfo, struct api *api,
                    struct dispatch **ret, char *err, size_t errlen);
+
+/* Stops claiming new jobs at once (running ones go on); NULL is fine. */
+void dispatch_quiesce(struct dispatch *d);
 
 /*
  * Stops claiming, waits up to grace_ms for running handlers, and hands the

@@ -374,6 +374,7 @@ cmd_serve(int argc, char **argv)
 
     log_notice("stopping: finishing requests in flight");
     sd_notify(0, "STOPPING=1");
+    dispatch_quiesce(disp);
     if (pthread_create(&second, NULL, second_signal_main, &set) == 0) {
         pthread_detach(second);
     }

@@ -32,7 +32,7 @@
 struct crm {
     char *c_conninfo;          /* NULL: hookd's database */
     pthread_mutex_t c_lock;
-    PGconn *c_schema_done_on;  /* the last connection the schema was checked on */
+    bool c_schema_ready;       /* created (or found) once by this route */
 };
 
 static const char crm_schema_sql[] =
@@ -51,14 +51,16 @@ static const char crm_schema_sql[] =
     "CREATE INDEX IF NOT EXISTS contacts_phone_idx ON crm.contacts (phone_norm);";
 
 /*
- * One statement does the whole upsert under an advisory lock on the match
- * key, so two workers never create the same person twice. $1 email_norm,
+ * The upsert, run after the advisory lock on the match key was taken by an
+ * earlier statement of the same transaction: its snapshot then sees what
+ * the lock's previous holder committed, so two workers never create the
+ * same person twice (a lock taken inside this statement would come after
+ * its snapshot). $1 email_norm,
  * $2 phone_norm, $3 name, $4 email, $5 phone, $6 custom fields (jsonb),
  * $7 chatbot, $8 event id, $9 the lead's time.
  */
 static const char crm_upsert_sql[] =
-    "WITH lock AS (SELECT pg_advisory_xact_lock(hashtext('hookd-crm:' || coalesce($1, $2)))),"
-    " found AS (SELECT c.id FROM crm.contacts c, lock"
+    "WITH found AS (SELECT c.id FROM crm.contacts c"
     "  WHERE ($1::text IS NOT NULL AND c.email_norm = $1)"
     "  OR ($1::text IS NULL AND c.phone_norm = $2)"
     "  ORDER BY c.id LIMIT 1),"
@@ -85,7 +87,7 @@ static const char crm_upsert_sql[] =
     " ins AS (INSERT INTO crm.contacts (email_norm, phone_norm, name, email, phone,"
     "  custom_fields, chatbot_id, first_seen, last_seen, last_lead_at, event_ids)"
     "  SELECT $1, $2, $3, $4, $5, coalesce($6::jsonb, '{}'), $7, $9::timestamptz,"
-    "  $9::timestamptz, $9::timestamptz, ARRAY[$8::bigint] FROM lock"
+    "  $9::timestamptz, $9::timestamptz, ARRAY[$8::bigint]"
     "  WHERE NOT EXISTS (SELECT 1 FROM found)"
     "  RETURNING id)"
     " SELECT (SELECT id FROM upd) AS updated, (SELECT id FROM ins) AS inserted,"
@@ -223,6 +225,10 @@ crm_init(json_object *options, void **state, char *err, size_t errlen)
 }
 
 
+/*
+ * Creates the schema once per route. Under the lock, so workers starting
+ * together do not race each other's CREATE statements.
+ */
 static bool
 ensure_schema(struct crm *c, PGconn *db)
 {
@@ -230,19 +236,25 @@ ensure_schema(struct crm *c, PGconn *db)
     bool ok;
 
     pthread_mutex_lock(&c->c_lock);
-    ok = c->c_schema_done_on == db;
+    ok = c->c_schema_ready;
+    if (!ok) {
+        res = PQexec(db, crm_schema_sql);
+        ok = c->c_schema_ready = PQresultStatus(res) == PGRES_COMMAND_OK;
+        PQclear(res);
+    }
     pthread_mutex_unlock(&c->c_lock);
-    if (ok) {
-        return true;
-    }
-    res = PQexec(db, crm_schema_sql);
-    ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+    return ok;
+}
+
+
+/* Runs sql alone; true when it succeeded. */
+static bool
+exec_ok(PGconn *db, const char *sql)
+{
+    PGresult *res = PQexec(db, sql);
+    bool ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
+
     PQclear(res);
-    if (ok) {
-        pthread_mutex_lock(&c->c_lock);
-        c->c_schema_done_on = db;
-        pthread_mutex_unlock(&c->c_lock);
-    }
     return ok;
 }
 
@@ -312,12 +324,30 @@ crm_handle(void *state, const struct hookd_event *ev, struct hookd_ctx *ctx)
         ctx->hc_set_reason(ctx, "could not create the crm schema");
         return HOOKD_RETRY;
     }
+    {
+        const char *key[1] = {has_email ? email : phone};
+
+        if (!exec_ok(db, "BEGIN")) {
+            ctx->hc_set_reason(ctx, "could not begin a transaction");
+            return HOOKD_RETRY;
+        }
+        res = PQexecParams(db, "SELECT pg_advisory_xact_lock(hashtext('hookd-crm:' || $1))", 1,
+                           NULL, key, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            PQclear(res);
+            (void)exec_ok(db, "ROLLBACK");
+            ctx->hc_set_reason(ctx, "could not lock the contact");
+            return HOOKD_RETRY;
+        }
+        PQclear(res);
+    }
     res = PQexecParams(db, crm_upsert_sql, 9, NULL, vals, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || !exec_ok(db, "COMMIT")) {
         const char *state_code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 
         snprintf(out, sizeof(out), "could not store the contact (sqlstate %s)",
                  state_code ? state_code : "?");
+        (void)exec_ok(db, "ROLLBACK");
         ctx->hc_set_reason(ctx, out);
         PQclear(res);
         /* A unique race with another worker clears on the next attempt. */
