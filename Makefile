@@ -86,11 +86,11 @@ $(BUILD)/obj/cfg.o $(BUILD)/asan/obj/cfg.o: CPPFLAGS += -DHOOKD_PLUGIN_DIR='"$(P
 
 # Handler plugins need only their ABI header and json-c (and libpq for their
 # own database writes).
-$(BUILD)/handlers/%.so: handlers/%.c handlers/hookd_plugin.h
+$(BUILD)/handlers/%.so: handlers/%.c $(wildcard handlers/*.h)
 	@mkdir -p $(@D)
 	$(CC) -D_GNU_SOURCE -Ihandlers -I/usr/include/postgresql $(CFLAGS) -shared -fPIC $< -o $@ -ljson-c -lpq -lcurl -lssl -lcrypto
 
-$(BUILD)/tests/plugins/%.so: tests/plugins/%.c handlers/hookd_plugin.h
+$(BUILD)/tests/plugins/%.so: tests/plugins/%.c $(wildcard handlers/*.h)
 	@mkdir -p $(@D)
 	$(CC) -D_GNU_SOURCE -Ihandlers -I/usr/include/postgresql $(CFLAGS) -shared -fPIC $< -o $@ -ljson-c -lpq -lcurl -lssl -lcrypto
 

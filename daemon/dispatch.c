@@ -258,10 +258,15 @@ update_job(PGconn **c, const char *conninfo, const char *sql, int n,
 }
 
 
-/* Records a retry or, when the attempts are spent, the job's death. */
+/*
+ * Records a retry or, when the attempts are spent (max_attempts; less than
+ * the route's max_attempts_configured for a failure for good), the job's
+ * death.
+ */
 static void
 record_failure(PGconn **c, const char *conninfo, long long job, int attempt, int max_attempts,
-               long delay_ms, const char *reason, const char *output, const char *route)
+               int max_attempts_configured, long delay_ms, const char *reason,
+               const char *output, const char *route)
 {
     char id[24], att[16], delay[24];
     const char *vals[5] = {id, att, delay, reason, output};
@@ -273,8 +278,9 @@ record_failure(PGconn **c, const char *conninfo, long long job, int attempt, int
         const char *dvals[4] = {id, att, reason, output};
 
         if (update_job(c, conninfo, dead_sql, 4, dvals, job)) {
-            log_warning("job dead after its last attempt job=%lld route=%s attempt=%d "
-                        "reason=\"%s\"", job, route, attempt, reason);
+            log_warning("job dead %s job=%lld route=%s attempt=%d reason=\"%s\"",
+                        attempt == max_attempts_configured ? "after its last attempt"
+                        : "(failed for good)", job, route, attempt, reason);
         }
         return;
     }
@@ -807,8 +813,9 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
             delay = (long)w->w_retry_after_s * 1000;
         }
         record_failure(&w->w_conn, d->d_conninfo, w->w_job, w->w_attempt,
-                       outcome == HOOKD_FAIL ? w->w_attempt : w->w_max_attempts, delay, reason,
-                       w->w_output_len ? w->w_output : NULL, w->w_route);
+                       outcome == HOOKD_FAIL ? w->w_attempt : w->w_max_attempts,
+                       w->w_max_attempts, delay, reason, w->w_output_len ? w->w_output : NULL,
+                       w->w_route);
         if (outcome == HOOKD_FAIL || w->w_attempt >= w->w_max_attempts) {
             atomic_fetch_add(&d->d_dead_count, 1);
         }
@@ -964,8 +971,8 @@ supervise(struct dispatch *d)
         snprintf(reason, sizeof(reason), "handler overran its timeout of %d ms", timeout_ms);
         log_warning("job timed out, worker replaced job=%lld route=%s attempt=%d", job,
                     route_copy, attempt);
-        record_failure(&d->d_listen_conn, d->d_conninfo, job, attempt, max_attempts, delay,
-                       reason, NULL, route_copy);
+        record_failure(&d->d_listen_conn, d->d_conninfo, job, attempt, max_attempts,
+                       max_attempts, delay, reason, NULL, route_copy);
     }
 }
 
