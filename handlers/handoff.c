@@ -14,6 +14,10 @@
  *       POSTed the ticket JSON; 2xx means told, anything else is retried.
  *   notify_timeout = 10000;      (ms, for each of the two)
  *   cacert = "/etc/ssl/private-ca.pem";   (for notify_url; checks stay on)
+ *   agent_message = "Someone from our team will answer here shortly.";
+ *       posted into the thread through the ContextGPT API (needs api.key_file)
+ *       when the escalation is noted; signed with agent_name, default the
+ *       api's. Sent once per escalation event even when the job retries.
  *
  * The ticket JSON holds the visitor's contact details when the escalation
  * carried them: it is meant for the team's own channel.
@@ -47,6 +51,8 @@ struct handoff {
     char *h_argv[HANDOFF_MAX_ARGS + 1];
     char *h_url;
     char *h_cacert;
+    char *h_agent_message;     /* posted into the thread when a ticket opens */
+    char *h_agent_name;
     int h_timeout_ms;
 };
 
@@ -141,9 +147,9 @@ read_options(struct handoff *h, json_object *options, char *err, size_t errlen)
         } else if (strcmp(key, "cacert") == 0) {
             h->h_cacert = strdup(json_object_get_string(val));
         } else if (strcmp(key, "agent_message") == 0) {
-            snprintf(err, errlen, "agent_message needs the ContextGPT API client, which this "
-                     "hookd does not have yet");
-            return -1;
+            h->h_agent_message = strdup(json_object_get_string(val));
+        } else if (strcmp(key, "agent_name") == 0) {
+            h->h_agent_name = strdup(json_object_get_string(val));
         } else {
             snprintf(err, errlen, "unrecognized option \"%s\"", key);
             return -1;
@@ -422,6 +428,26 @@ handoff_handle(void *state, const struct hookd_event *ev, struct hookd_ctx *ctx)
         ctx->hc_set_output(ctx, detail, strlen(detail));
         return HOOKD_DONE;
     }
+    if (h->h_agent_message != NULL) {
+        struct hookd_api_result api_res;
+
+        if (ctx->hc_api_send_message == NULL) {
+            ctx->hc_set_reason(ctx, "agent_message needs the ContextGPT API (api.key_file)");
+            PQclear(res);
+            return HOOKD_FAIL;
+        }
+        /* Before the notice: when the notice fails, the retry skips this recorded call. */
+        ctx->hc_api_send_message(ctx, ev->he_chatbot_id, ev->he_thread_id,
+                                 h->h_agent_message, h->h_agent_name, NULL, &api_res);
+        if (api_res.har_outcome != HOOKD_DONE) {
+            ctx->hc_set_reason(ctx, api_res.har_reason);
+            if (api_res.har_retry_after > 0) {
+                ctx->hc_retry_after(ctx, api_res.har_retry_after);
+            }
+            PQclear(res);
+            return api_res.har_outcome;
+        }
+    }
     body = ticket_json(res, ev);
     if (body == NULL) {
         PQclear(res);
@@ -479,6 +505,8 @@ handoff_fini(void *state)
     }
     free(h->h_url);
     free(h->h_cacert);
+    free(h->h_agent_message);
+    free(h->h_agent_name);
     free(h);
 }
 

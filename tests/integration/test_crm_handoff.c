@@ -1246,8 +1246,8 @@ Test(crm_handoff, bad_handoff_options_fail_check_config_naming_route_and_reason)
     free(opt);
     expect_refused_options(&x, dir, "notify_comand = [ \"/bin/true\" ];",
                            "unrecognized option \"notify_comand\"");
-    expect_refused_options(&x, dir, "agent_message = \"A person will be with you shortly\";",
-                           "agent_message");
+    expect_refused_options(&x, dir, "notify_timeout = 5;",
+                           "notify_timeout must be 100 to 600000 ms");
 
     /* The same route with good options passes. */
     routes = h_strdupf("  { name = \"handoff-good\"; handler = \"handoff\";\n"
