@@ -439,3 +439,95 @@ api_call(struct api *api, const char *method, const char *path, const char *body
     classify(api, status, &a, event_received_us, res);
     free(a.an_data);
 }
+
+
+/* The path of a thread's resource: /v1/chatting/{chatbot}/thread/{thread}{tail}. */
+static void
+thread_path(char *out, size_t cap, const char *chatbot, const char *thread, const char *tail)
+{
+    char cb[API_SEGMENT_MAX], th[API_SEGMENT_MAX];
+
+    api_path_segment(chatbot, cb, sizeof(cb));
+    api_path_segment(thread, th, sizeof(th));
+    snprintf(out, cap, "/v1/chatting/%s/thread/%s%s", cb, th, tail);
+}
+
+
+static char *
+body_text(json_object *body)
+{
+    char *text = strdup(json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN
+                                                       | JSON_C_TO_STRING_NOSLASHESCAPE));
+
+    json_object_put(body);
+    return text;
+}
+
+
+void
+api_request_message(struct api_request *r, const char *chatbot, const char *thread,
+                    const char *text, const char *agent_name, const char *icon_url)
+{
+    json_object *body = json_object_new_object();
+
+    r->ar_method = "POST";
+    thread_path(r->ar_path, sizeof(r->ar_path), chatbot, thread, "/message");
+    json_object_object_add(body, "message", json_object_new_string(text));
+    json_object_object_add(body, "from", json_object_new_string("AGENT"));
+    json_object_object_add(body, "agentName", json_object_new_string(agent_name));
+    if (icon_url != NULL) {
+        json_object_object_add(body, "iconUrl", json_object_new_string(icon_url));
+    }
+    r->ar_body = body_text(body);
+}
+
+
+void
+api_request_escalate(struct api_request *r, const char *chatbot, const char *thread,
+                     const char *prompt)
+{
+    json_object *body = json_object_new_object();
+
+    r->ar_method = "POST";
+    thread_path(r->ar_path, sizeof(r->ar_path), chatbot, thread, "/escalate");
+    json_object_object_add(body, "escalationPrompt",
+                           json_object_new_string(prompt ? prompt : "Escalated by hookd"));
+    r->ar_body = body_text(body);
+}
+
+
+void
+api_request_update_thread(struct api_request *r, const char *chatbot, json_object *fields)
+{
+    char cb[API_SEGMENT_MAX];
+
+    r->ar_method = "PATCH";
+    api_path_segment(chatbot, cb, sizeof(cb));
+    snprintf(r->ar_path, sizeof(r->ar_path), "/v1/chatting/%s/thread/update-thread", cb);
+    r->ar_body = body_text(json_object_get(fields));
+}
+
+
+void
+api_request_messages(struct api_request *r, const char *chatbot, const char *thread)
+{
+    r->ar_method = "GET";
+    thread_path(r->ar_path, sizeof(r->ar_path), chatbot, thread, "/messages");
+    r->ar_body = NULL;
+}
+
+
+void
+api_request_clear(struct api_request *r)
+{
+    free(r->ar_body);
+    r->ar_body = NULL;
+}
+
+
+void
+api_send(struct api *api, const struct api_request *r, int64_t event_received_us,
+         struct hookd_api_result *res)
+{
+    api_call(api, r->ar_method, r->ar_path, r->ar_body, event_received_us, res);
+}

@@ -49,6 +49,41 @@ void api_free(struct api *api);
 void api_call(struct api *api, const char *method, const char *path, const char *body,
               int64_t event_received_us, struct hookd_api_result *res);
 
+/*
+ * A request of one of the platform's conversation operations, built in one
+ * place for the handlers and the CLI: method, path and body (malloc'd JSON
+ * text, or NULL). Release with api_request_clear.
+ */
+/* Room for one percent-encoded id: ids up to a third of it always fit. */
+#define API_SEGMENT_MAX 512
+
+struct api_request {
+    const char *ar_method;
+    char ar_path[2 * API_SEGMENT_MAX + 64];
+    char *ar_body;
+};
+
+/* POST .../thread/{thread}/message {"message","from":"AGENT","agentName","iconUrl"?} */
+void api_request_message(struct api_request *r, const char *chatbot, const char *thread,
+                         const char *text, const char *agent_name, const char *icon_url);
+
+/* POST .../thread/{thread}/escalate {"escalationPrompt"} */
+void api_request_escalate(struct api_request *r, const char *chatbot, const char *thread,
+                          const char *prompt);
+
+/* PATCH /v1/chatting/{chatbot}/thread/update-thread with fields as the body */
+void api_request_update_thread(struct api_request *r, const char *chatbot,
+                               json_object *fields);
+
+/* GET .../thread/{thread}/messages */
+void api_request_messages(struct api_request *r, const char *chatbot, const char *thread);
+
+void api_request_clear(struct api_request *r);
+
+/* Sends a built request (see api_call). */
+void api_send(struct api *api, const struct api_request *r, int64_t event_received_us,
+              struct hookd_api_result *res);
+
 /* Writes a URL path segment (chatbot or thread id) percent-encoded into out. */
 void api_path_segment(const char *in, char *out, size_t cap);
 

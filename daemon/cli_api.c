@@ -19,8 +19,6 @@
 /* Longest agent name accepted; the platform shows it next to the message. */
 #define CA_AGENT_MAX 100
 /* Room for a percent-encoded chatbot or thread id. */
-#define CA_SEGMENT_MAX 512
-#define CA_PATH_MAX (3 * CA_SEGMENT_MAX)
 
 enum {
     CA_EXIT_RUNTIME = 1,
@@ -338,7 +336,7 @@ valid_agent(const char *s)
 static bool
 id_fits(const char *id)
 {
-    return strlen(id) < CA_SEGMENT_MAX / 3;
+    return strlen(id) < API_SEGMENT_MAX / 3;
 }
 
 
@@ -618,21 +616,11 @@ static void
 send_message(struct api *api, const char *chatbot, const char *thread, const char *text,
              const char *agent, const char *icon, struct hookd_api_result *res)
 {
-    char cb[CA_SEGMENT_MAX], th[CA_SEGMENT_MAX], path[CA_PATH_MAX];
-    json_object *body = json_object_new_object();
+    struct api_request req;
 
-    api_path_segment(chatbot, cb, sizeof(cb));
-    api_path_segment(thread, th, sizeof(th));
-    snprintf(path, sizeof(path), "/v1/chatting/%s/thread/%s/message", cb, th);
-    json_object_object_add(body, "message", json_object_new_string(text));
-    json_object_object_add(body, "from", json_object_new_string("AGENT"));
-    json_object_object_add(body, "agentName", json_object_new_string(agent));
-    if (icon != NULL) {
-        json_object_object_add(body, "iconUrl", json_object_new_string(icon));
-    }
-    api_call(api, "POST", path, json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN),
-             0, res);
-    json_object_put(body);
+    api_request_message(&req, chatbot, thread, text, agent, icon);
+    api_send(api, &req, 0, res);
+    api_request_clear(&req);
 }
 
 
@@ -737,8 +725,7 @@ cli_escalate(int argc, char **argv)
     struct cfg *cfg = NULL;
     struct api *api = NULL;
     struct hookd_api_result res;
-    char cb[CA_SEGMENT_MAX], th[CA_SEGMENT_MAX], path[CA_PATH_MAX];
-    json_object *body;
+    struct api_request req;
     int rc;
 
     if (parse_args(argc, argv, &escalate_cmd, &a) < 0) {
@@ -756,15 +743,9 @@ cli_escalate(int argc, char **argv)
     if ((rc = make_api(cfg, a.config, &api)) != 0) {
         goto out;
     }
-    api_path_segment(a.chatbot, cb, sizeof(cb));
-    api_path_segment(a.thread, th, sizeof(th));
-    snprintf(path, sizeof(path), "/v1/chatting/%s/thread/%s/escalate", cb, th);
-    body = json_object_new_object();
-    json_object_object_add(body, "escalationPrompt", json_object_new_string(
-                               a.text[0] != '\0' ? a.text : "Escalated by hookd"));
-    api_call(api, "POST", path, json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN), 0,
-             &res);
-    json_object_put(body);
+    api_request_escalate(&req, a.chatbot, a.thread, a.text[0] != '\0' ? a.text : NULL);
+    api_send(api, &req, 0, &res);
+    api_request_clear(&req);
     rc = report(&res, "escalated", "escalate the conversation", NULL, a.json);
     json_object_put(res.har_data);
 out:
@@ -979,14 +960,14 @@ handoff_close(int argc, char **argv)
     }
     if (a.back_to_ai) {
         struct hookd_api_result res;
-        char cb[CA_SEGMENT_MAX], path[CA_PATH_MAX];
+        struct api_request req;
 
         /* The platform first: a ticket closes only once the AI has the thread back. */
         fields = back_to_ai_fields(PQgetvalue(t, 0, 1), a.update_json);
         sent = json_object_to_json_string_ext(fields, JSON_C_TO_STRING_PLAIN);
-        api_path_segment(PQgetvalue(t, 0, 0), cb, sizeof(cb));
-        snprintf(path, sizeof(path), "/v1/chatting/%s/thread/update-thread", cb);
-        api_call(api, "PATCH", path, sent, 0, &res);
+        api_request_update_thread(&req, PQgetvalue(t, 0, 0), fields);
+        api_send(api, &req, 0, &res);
+        api_request_clear(&req);
         json_object_put(res.har_data);
         if (report(&res, NULL, "give the thread back to the AI", NULL, false) != 0) {
             fprintf(stderr, "hookd: ticket %s stays %s\n", a.ticket, PQgetvalue(t, 0, 2));

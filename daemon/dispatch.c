@@ -469,11 +469,11 @@ earlier_action(struct worker *w, const char *seq, char *out, size_t cap)
 /*
  * One recorded call. A call that succeeded in an earlier attempt is not
  * sent again; one whose answer was lost is sent again only when
- * lost_check_text is NULL or is not found in the thread (lost_check_path).
+ * lost_check_text is NULL or is not found by the lost_check request.
  */
 static void
-api_action(struct worker *w, const char *action, const char *method, const char *path,
-           const char *body, const char *lost_check_path, const char *lost_check_text,
+api_action(struct worker *w, const char *action, const struct api_request *req,
+           const struct api_request *lost_check, const char *lost_check_text,
            struct hookd_api_result *res)
 {
     char seq[16], before[16];
@@ -495,7 +495,7 @@ api_action(struct worker *w, const char *action, const char *method, const char 
     if (strcmp(before, "sending") == 0 && lost_check_text != NULL) {
         struct hookd_api_result seen;
 
-        api_call(w->w_d->d_api, "GET", lost_check_path, NULL, 0, &seen);
+        api_send(w->w_d->d_api, lost_check, 0, &seen);
         if (seen.har_outcome != HOOKD_DONE) {
             /* Not knowing whether it went out, do not risk a double post. */
             *res = seen;
@@ -525,7 +525,7 @@ api_action(struct worker *w, const char *action, const char *method, const char 
         snprintf(res->har_reason, sizeof(res->har_reason), "could not record the API call");
         return;
     }
-    api_call(w->w_d->d_api, method, path, body, w->w_event_us, res);
+    api_send(w->w_d->d_api, req, w->w_event_us, res);
     /* A call not answered stays "sending": the next attempt checks before resending. */
     if (res->har_status != 0) {
         (void)record_action(w, seq, action, res->har_outcome == HOOKD_DONE ? "done" : "failed",
@@ -553,29 +553,17 @@ ctx_api_send_message(struct hookd_ctx *ctx, const char *chatbot, const char *thr
                      struct hookd_api_result *res)
 {
     struct worker *w = ctx->hc_host;
-    char cb[256], th[256], path[640], messages[640];
-    json_object *body;
+    struct api_request req, seen;
 
     if (w->w_d->d_api == NULL) {
         no_api(res);
         return;
     }
-    api_path_segment(chatbot, cb, sizeof(cb));
-    api_path_segment(thread, th, sizeof(th));
-    snprintf(path, sizeof(path), "/v1/chatting/%s/thread/%s/message", cb, th);
-    snprintf(messages, sizeof(messages), "/v1/chatting/%s/thread/%s/messages", cb, th);
-    body = json_object_new_object();
-    json_object_object_add(body, "message", json_object_new_string(text));
-    json_object_object_add(body, "from", json_object_new_string("AGENT"));
-    json_object_object_add(body, "agentName", json_object_new_string(
-                               agent_name ? agent_name : api_default_agent(w->w_d->d_api)));
-    if (icon_url != NULL) {
-        json_object_object_add(body, "iconUrl", json_object_new_string(icon_url));
-    }
-    api_action(w, "send_message", "POST", path,
-               json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN), messages, text,
-               res);
-    json_object_put(body);
+    api_request_message(&req, chatbot, thread, text,
+                        agent_name ? agent_name : api_default_agent(w->w_d->d_api), icon_url);
+    api_request_messages(&seen, chatbot, thread);
+    api_action(w, "send_message", &req, &seen, text, res);
+    api_request_clear(&req);
 }
 
 
@@ -584,22 +572,15 @@ ctx_api_escalate(struct hookd_ctx *ctx, const char *chatbot, const char *thread,
                  const char *prompt, struct hookd_api_result *res)
 {
     struct worker *w = ctx->hc_host;
-    char cb[256], th[256], path[640];
-    json_object *body;
+    struct api_request req;
 
     if (w->w_d->d_api == NULL) {
         no_api(res);
         return;
     }
-    api_path_segment(chatbot, cb, sizeof(cb));
-    api_path_segment(thread, th, sizeof(th));
-    snprintf(path, sizeof(path), "/v1/chatting/%s/thread/%s/escalate", cb, th);
-    body = json_object_new_object();
-    json_object_object_add(body, "escalationPrompt",
-                           json_object_new_string(prompt ? prompt : "Escalated by hookd"));
-    api_action(w, "escalate", "POST", path,
-               json_object_to_json_string_ext(body, JSON_C_TO_STRING_PLAIN), NULL, NULL, res);
-    json_object_put(body);
+    api_request_escalate(&req, chatbot, thread, prompt);
+    api_action(w, "escalate", &req, NULL, NULL, res);
+    api_request_clear(&req);
 }
 
 
@@ -608,16 +589,15 @@ ctx_api_update_thread(struct hookd_ctx *ctx, const char *chatbot, json_object *f
                       struct hookd_api_result *res)
 {
     struct worker *w = ctx->hc_host;
-    char cb[256], path[640];
+    struct api_request req;
 
     if (w->w_d->d_api == NULL) {
         no_api(res);
         return;
     }
-    api_path_segment(chatbot, cb, sizeof(cb));
-    snprintf(path, sizeof(path), "/v1/chatting/%s/thread/update-thread", cb);
-    api_action(w, "update_thread", "PATCH", path,
-               json_object_to_json_string_ext(fields, JSON_C_TO_STRING_PLAIN), NULL, NULL, res);
+    api_request_update_thread(&req, chatbot, fields);
+    api_action(w, "update_thread", &req, NULL, NULL, res);
+    api_request_clear(&req);
 }
 
 
@@ -626,17 +606,15 @@ ctx_api_messages(struct hookd_ctx *ctx, const char *chatbot, const char *thread,
                  struct hookd_api_result *res)
 {
     struct worker *w = ctx->hc_host;
-    char cb[256], th[256], path[640];
+    struct api_request req;
 
     if (w->w_d->d_api == NULL) {
         no_api(res);
         return;
     }
-    api_path_segment(chatbot, cb, sizeof(cb));
-    api_path_segment(thread, th, sizeof(th));
-    snprintf(path, sizeof(path), "/v1/chatting/%s/thread/%s/messages", cb, th);
     /* A read changes nothing: not numbered, not recorded. */
-    api_call(w->w_d->d_api, "GET", path, NULL, w->w_event_us, res);
+    api_request_messages(&req, chatbot, thread);
+    api_send(w->w_d->d_api, &req, w->w_event_us, res);
     keep_data(w, res);
 }
 
