@@ -127,10 +127,15 @@ $(BUILD)/tests/integration: $(INTEG_SRC) $(SUPPORT_SRC) $(wildcard tests/support
 	$(CC) $(CPPFLAGS) $(CFLAGS) -Itests $(INTEG_SRC) $(SUPPORT_SRC) \
 	    $(BUILD)/obj/codec.o $(BUILD)/obj/verify.o -o $@ -lcriterion $(LDLIBS)
 
-tests: $(BUILD)/tests/unit $(BUILD)/tests/integration $(TPLUGINS)
+# A stand-in for the ContextGPT API, to try the answering handlers locally.
+$(BUILD)/tests/fake-api: tests/fake_api.c $(BUILD)/civetweb.o
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $^ -o $@ -lssl -lcrypto -lpthread -ldl
+
+tests: $(BUILD)/tests/unit $(BUILD)/tests/integration $(TPLUGINS) $(BUILD)/tests/fake-api
 
 run: deps
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BUILD)/tests/fake-api
 	@scripts/run.sh
 
 check: deps

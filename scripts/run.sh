@@ -12,6 +12,9 @@
 # env:   HOOKD_RUN_PORT      HTTPS port (default 8443, on 127.0.0.1)
 #        HOOKD_RUN_PGPORT    port of the private cluster (default 5433)
 #        HOOKD_DATABASE_URL  use this database instead of a private cluster
+#        HOOKD_RUN_FAKE_API  1: also start a stand-in ContextGPT API on
+#                            127.0.0.1:9443 (build/tests/fake-api) and an
+#                            autoreply route that answers through it
 # Ctrl-C stops hookd, then the cluster.
 set -euo pipefail
 
@@ -59,12 +62,16 @@ chmod 600 "$secret_file"
 
 # --- database
 started_pg=0
+fake_api_pid=
 # shellcheck disable=SC2317  # called from the trap
 cleanup()
 {
     local rc=$?
 
     trap - EXIT
+    if [ -n "$fake_api_pid" ]; then
+        kill "$fake_api_pid" 2>/dev/null || true
+    fi
     if [ "$started_pg" -eq 1 ]; then
         "$repo/scripts/pg.sh" stop "$var/pg" || true
     fi
@@ -85,6 +92,19 @@ else
     # neither the config nor the banner gets its value.
     # shellcheck disable=SC2016  # printed as is, for the user's shell
     psql_target='"$HOOKD_DATABASE_URL"'
+fi
+
+# --- the stand-in ContextGPT API, when asked for
+fake_api=${HOOKD_RUN_FAKE_API:-0}
+if [ "$fake_api" = 1 ]; then
+    if [ ! -x "$repo/build/tests/fake-api" ]; then
+        echo "run: build/tests/fake-api is not built; run make build/tests/fake-api" >&2
+        exit 1
+    fi
+    (umask 077 && printf 'fake-key-for-local-tries\n' >"$var/api-key")
+    "$repo/build/tests/fake-api" 9443 "$tls/cert.pem" "$tls/key.pem" \
+        >"$var/fake-api.log" 2>&1 &
+    fake_api_pid=$!
 fi
 
 # --- configuration, rewritten at every run
@@ -149,8 +169,28 @@ conf=$var/hookd.conf
     echo "        handler = \"handoff\";"
     echo "        options = { notify_command = [ \"/usr/bin/tee\", \"-a\","
     echo "                    $(cfg_str "$var/handoff-notices.jsonl") ]; };"
+    if [ "$fake_api" = 1 ]; then
+        echo "    },"
+        echo "    {"
+        echo "        name = \"autoreply\";"
+        echo "        events = [ \"NEW_MESSAGE\" ];"
+        echo "        handler = \"autoreply\";"
+        echo "        options = { rules = ("
+        echo "            { keywords = [ \"human\", \"agent\", \"person\" ];"
+        echo "              action = \"escalate\"; },"
+        echo "            { keywords = [ \"address\", \"delivery\" ]; action = \"reply\";"
+        echo "              text = \"You can change it on the order page until it ships.\"; }"
+        echo "        ); };"
+    fi
     echo "    }"
     echo ");"
+    if [ "$fake_api" = 1 ]; then
+        echo "api = {"
+        echo "    base_url = \"https://127.0.0.1:9443/api\";"
+        echo "    key_file = $(cfg_str "$var/api-key");"
+        echo "    cacert = $(cfg_str "$tls/cert.pem");"
+        echo "};"
+    fi
 } >"$conf.tmp"
 mv "$conf.tmp" "$conf"
 
@@ -175,6 +215,7 @@ Try, from another terminal in $repo:
   build/hookd jobs --config var/hookd.conf        # the queue by route and state
   psql $psql_target -c "select * from crm.contacts"
   cat var/handoff-notices.jsonl                  # the handoff notices
+$([ "$fake_api" = 1 ] && echo "  cat var/fake-api.log   # what autoreply sent to the stand-in API")
 
 Ctrl-C stops $stops.
 
