@@ -365,7 +365,7 @@ classify(const struct api *api, long status, const struct answer *a, int64_t eve
 }
 
 
-void
+bool
 api_call(struct api *api, const char *method, const char *path, const char *body,
          int64_t event_received_us, struct hookd_api_result *res)
 {
@@ -385,14 +385,14 @@ api_call(struct api *api, const char *method, const char *path, const char *body
         res->har_retry_after = (int)((wait + 999) / 1000);
         snprintf(res->har_reason, sizeof(res->har_reason),
                  "held back by hookd's rate limiter for %lld ms", wait);
-        return;
+        return false;
     }
     if (curl == NULL) {
         curl = curl_easy_init();
         if (curl == NULL) {
             res->har_outcome = HOOKD_RETRY;
             snprintf(res->har_reason, sizeof(res->har_reason), "could not start libcurl");
-            return;
+            return false;
         }
         pthread_setspecific(api->a_curl_key, curl);
     }
@@ -433,11 +433,12 @@ api_call(struct api *api, const char *method, const char *path, const char *body
         snprintf(res->har_reason, sizeof(res->har_reason), "no answer: %s",
                  curl_easy_strerror(rc));
         free(a.an_data);
-        return;
+        return true;
     }
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     classify(api, status, &a, event_received_us, res);
     free(a.an_data);
+    return true;
 }
 
 
@@ -525,9 +526,9 @@ api_request_clear(struct api_request *r)
 }
 
 
-void
+bool
 api_send(struct api *api, const struct api_request *r, int64_t event_received_us,
          struct hookd_api_result *res)
 {
-    api_call(api, r->ar_method, r->ar_path, r->ar_body, event_received_us, res);
+    return api_call(api, r->ar_method, r->ar_path, r->ar_body, event_received_us, res);
 }

@@ -23,6 +23,7 @@
 #ifndef HOOKD_API_H
 #define HOOKD_API_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -44,9 +45,11 @@ void api_free(struct api *api);
  * Sends one request: method "GET", "POST" or "PATCH", path below the base
  * URL (e.g. "/v1/chatting/ID/thread/ID/message"), body JSON text or NULL.
  * event_received_us (0 if none) decides the 404 grace. Fills *res; the
- * caller releases res->har_data with json_object_put.
+ * caller releases res->har_data with json_object_put. Returns false when
+ * nothing left hookd (held back by the limiter, or curl could not start),
+ * so the caller knows an unanswered call was never sent.
  */
-void api_call(struct api *api, const char *method, const char *path, const char *body,
+bool api_call(struct api *api, const char *method, const char *path, const char *body,
               int64_t event_received_us, struct hookd_api_result *res);
 
 /*
@@ -81,7 +84,7 @@ void api_request_messages(struct api_request *r, const char *chatbot, const char
 void api_request_clear(struct api_request *r);
 
 /* Sends a built request (see api_call). */
-void api_send(struct api *api, const struct api_request *r, int64_t event_received_us,
+bool api_send(struct api *api, const struct api_request *r, int64_t event_received_us,
               struct hookd_api_result *res);
 
 /* Writes a URL path segment (chatbot or thread id) percent-encoded into out. */

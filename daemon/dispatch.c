@@ -477,6 +477,7 @@ api_action(struct worker *w, const char *action, const struct api_request *req,
            struct hookd_api_result *res)
 {
     char seq[16], before[16];
+    bool sent;
 
     memset(res, 0, sizeof(*res));
     snprintf(seq, sizeof(seq), "%d", ++w->w_api_seq);
@@ -525,9 +526,13 @@ api_action(struct worker *w, const char *action, const struct api_request *req,
         snprintf(res->har_reason, sizeof(res->har_reason), "could not record the API call");
         return;
     }
-    api_send(w->w_d->d_api, req, w->w_event_us, res);
-    /* A call not answered stays "sending": the next attempt checks before resending. */
-    if (res->har_status != 0) {
+    sent = api_send(w->w_d->d_api, req, w->w_event_us, res);
+    /*
+     * A call sent and not answered stays "sending": the next attempt checks
+     * before resending. One never sent (the limiter held it back) is
+     * "failed", so the next attempt simply sends it.
+     */
+    if (res->har_status != 0 || !sent) {
         (void)record_action(w, seq, action, res->har_outcome == HOOKD_DONE ? "done" : "failed",
                             res);
     }
