@@ -81,6 +81,22 @@ static const char events_usage[] =
     "  -h, --help          show this help\n";
 
 
+/* True when s is a positive decimal id. */
+static bool
+is_id(const char *s)
+{
+    if (s == NULL || *s == '\0' || strlen(s) > 18) {
+        return false;
+    }
+    for (const char *p = s; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9') {
+            return false;
+        }
+    }
+    return true;
+}
+
+
 static int
 parse_args(int argc, char **argv, const char *usage, struct cli_args *a)
 {
@@ -155,20 +171,31 @@ parse_args(int argc, char **argv, const char *usage, struct cli_args *a)
         fprintf(stderr, "hookd: --config FILE is required\n%s", usage);
         return -1;
     }
+    if ((a->job != NULL && !is_id(a->job)) || (a->event != NULL && !is_id(a->event))) {
+        fprintf(stderr, "hookd: \"%s\" is not a job or event id (a number)\n",
+                a->job != NULL && !is_id(a->job) ? a->job : a->event);
+        return -1;
+    }
     return 0;
 }
 
 
-/* Connects with the config's conninfo; prints the reason and returns NULL on failure. */
+/*
+ * Connects with the config's conninfo. On failure prints the reason,
+ * returns NULL and sets *ret_code: 2 for a configuration error, 1 when the
+ * database could not be reached.
+ */
 static PGconn *
-cli_connect(const char *file)
+cli_connect(const char *file, int *ret_code)
 {
     struct cfg *cfg;
     char err[CFG_ERR_MAX];
     PGconn *c;
 
+    *ret_code = CLI_EXIT_RUNTIME;
     if (cfg_load(file, &cfg, err, sizeof(err)) < 0) {
         fprintf(stderr, "hookd: %s\n", err);
+        *ret_code = CLI_EXIT_USAGE;
         return NULL;
     }
     c = PQconnectdb(cfg_conninfo(cfg));
@@ -279,8 +306,8 @@ cli_jobs(int argc, char **argv)
         fprintf(stderr, "hookd: --status must be pending, running, done or dead\n");
         return CLI_EXIT_USAGE;
     }
-    if ((c = cli_connect(a.config)) == NULL) {
-        return CLI_EXIT_RUNTIME;
+    if ((c = cli_connect(a.config, &rc)) == NULL) {
+        return rc;
     }
     snprintf(limit, sizeof(limit), "%d", a.limit);
     if (a.status == NULL && a.route == NULL) {
@@ -311,6 +338,32 @@ cli_jobs(int argc, char **argv)
 }
 
 
+/* Runs a replay; when it requeued nothing, says why and answers 1. */
+static int
+replay_print(PGconn *c, const char *sql, const char *param, bool json, const char *none)
+{
+    PGresult *res = PQexecParams(c, sql, 1, NULL, &param, NULL, NULL, 0);
+    int rc = 0;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        const char *msg = PQresultErrorMessage(res);
+
+        fprintf(stderr, "hookd: could not requeue: %.*s\n", (int)strcspn(msg, "\n"), msg);
+        rc = CLI_EXIT_RUNTIME;
+    } else if (PQntuples(res) == 0 && !json) {
+        fprintf(stderr, "hookd: nothing requeued: %s\n", none);
+        rc = CLI_EXIT_RUNTIME;
+    } else {
+        print_result(res, json);
+        if (!json) {
+            printf("%d job(s) requeued\n", PQntuples(res));
+        }
+    }
+    PQclear(res);
+    return rc;
+}
+
+
 int
 cli_replay(int argc, char **argv)
 {
@@ -330,35 +383,37 @@ cli_replay(int argc, char **argv)
                 replay_usage);
         return CLI_EXIT_USAGE;
     }
-    if ((c = cli_connect(a.config)) == NULL) {
-        return CLI_EXIT_RUNTIME;
+    if ((c = cli_connect(a.config, &rc)) == NULL) {
+        return rc;
     }
     if (a.job != NULL) {
         sql = "WITH r AS (UPDATE hookd.jobs SET status = 'pending', attempts = 0,"
               " run_at = now(), replayed_at = now(), updated_at = now(), finished_at = NULL,"
               " lease_until = NULL WHERE id = $1::bigint AND status = 'dead'"
               " RETURNING id, route, event_id)"
-              " SELECT r.id AS job, r.route, r.event_id AS event, pg_notify('hookd_jobs', '')"
-              " IS NOT NULL AS requeued FROM r";
+              " SELECT r.id AS job, r.route, r.event_id AS event"
+              " FROM r, (SELECT pg_notify('hookd_jobs', '')) n";
         param = a.job;
     } else if (a.route != NULL) {
         sql = "WITH r AS (UPDATE hookd.jobs SET status = 'pending', attempts = 0,"
               " run_at = now(), replayed_at = now(), updated_at = now(), finished_at = NULL,"
               " lease_until = NULL WHERE route = $1 AND status = 'dead'"
               " RETURNING id, route, event_id)"
-              " SELECT r.id AS job, r.route, r.event_id AS event, pg_notify('hookd_jobs', '')"
-              " IS NOT NULL AS requeued FROM r ORDER BY r.id";
+              " SELECT r.id AS job, r.route, r.event_id AS event"
+              " FROM r, (SELECT pg_notify('hookd_jobs', '')) n ORDER BY r.id";
         param = a.route;
     } else {
         sql = "WITH r AS (UPDATE hookd.jobs SET status = 'pending', attempts = 0,"
               " run_at = now(), replayed_at = now(), updated_at = now(), finished_at = NULL,"
               " lease_until = NULL WHERE event_id = $1::bigint AND status <> 'running'"
               " RETURNING id, route, event_id)"
-              " SELECT r.id AS job, r.route, r.event_id AS event, pg_notify('hookd_jobs', '')"
-              " IS NOT NULL AS requeued FROM r ORDER BY r.id";
+              " SELECT r.id AS job, r.route, r.event_id AS event"
+              " FROM r, (SELECT pg_notify('hookd_jobs', '')) n ORDER BY r.id";
         param = a.event;
     }
-    rc = cli_query_print(c, sql, 1, &param, a.json);
+    rc = replay_print(c, sql, param, a.json, a.job != NULL ? "no dead job has that id"
+                      : a.route != NULL ? "that route has no dead job"
+                      : "no event with that id has a job that is not running");
     PQfinish(c);
     return rc;
 }
@@ -380,8 +435,8 @@ cli_events(int argc, char **argv)
         fprintf(stderr, "hookd: --chatbot and --thread go together\n");
         return CLI_EXIT_USAGE;
     }
-    if ((c = cli_connect(a.config)) == NULL) {
-        return CLI_EXIT_RUNTIME;
+    if ((c = cli_connect(a.config, &rc)) == NULL) {
+        return rc;
     }
     snprintf(limit, sizeof(limit), "%d", a.limit);
     params[0] = a.chatbot;

@@ -706,13 +706,22 @@ http_start(struct cfg_holder *cfgs, struct store *store, struct http **ret, char
 
     mg_init_library(MG_FEATURES_TLS | MG_FEATURES_IPV6);
     h->h_ctx = mg_start2(&init, &error);
-    cfg_put(cfgs, cfg);
     if (h->h_ctx == NULL) {
-        snprintf(err, errlen, "could not listen on %s: %s", ports,
-                 error_text[0] ? error_text : "unknown error");
+        char shown[1024];
+        size_t used = 0;
+
+        /* The list as configured, without CivetWeb's "s" suffixes. */
+        for (size_t i = 0; i < cfg->cf_nlisten && used < sizeof(shown); i++) {
+            used += (size_t)snprintf(shown + used, sizeof(shown) - used, "%s%s", i ? ", " : "",
+                                     cfg->cf_listen[i]);
+        }
+        snprintf(err, errlen, "could not listen on %s: %s (is the port in use, or the address "
+                 "not this machine's?)", shown, error_text[0] ? error_text : "unknown error");
+        cfg_put(cfgs, cfg);
         http_stop(h);
         return -1;
     }
+    cfg_put(cfgs, cfg);
     mg_set_request_handler(h->h_ctx, "/", handle_request, h);
     if (pthread_create(&h->h_reaper, NULL, reaper_main, h) != 0) {
         snprintf(err, errlen, "could not start the deadline thread");

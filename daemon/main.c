@@ -54,7 +54,7 @@ static const char main_usage[] =
     "  migrate        apply the database migrations and exit\n"
     "  check-config   validate a configuration file and exit\n"
     "  send-test      sign and send sample events to a running hookd\n"
-    "  jobs           show the job queue by route and state, or the jobs\n"
+    "  jobs           show the job queue: counts by route and state, or jobs\n"
     "  replay         put dead jobs (or an event's jobs) back in the queue\n"
     "  events         show a conversation's events with their jobs\n"
     "  reply          send an agent message into a conversation\n"
@@ -96,7 +96,8 @@ static const char check_usage[] =
     "usage: hookd check-config --config FILE\n"
     "\n"
     "Validates the configuration without starting: syntax, unknown settings,\n"
-    "types and ranges, secret files and TLS files. Prints \"config OK\" or one\n"
+    "types and ranges, secret files and TLS files, and loads every route's\n"
+    "handler plugin with its options. Prints \"config OK\" or one\n"
     "error naming the file and line, exit status 2.\n"
     "\n"
     "  -c, --config FILE  configuration file\n"
@@ -168,8 +169,9 @@ cmd_check_config(int argc, char **argv)
     if (load_or_report(file, &cfg) < 0) {
         return EXIT_USAGE;
     }
-    printf("config OK: %zu listen address(es), %zu endpoint(s), database %s\n",
-           cfg->cf_nlisten, cfg->cf_nendpoints,
+    printf("config OK: %zu listen address(es), %zu endpoint(s), %zu route(s) with their "
+           "plugins loaded, API client %s, database %s\n", cfg->cf_nlisten, cfg->cf_nendpoints,
+           cfg->cf_nroutes, cfg->cf_api_key ? "configured" : "not configured",
            *cfg_conninfo(cfg) ? "configured" : "from libpq defaults");
     cfg_free(cfg);
     return 0;

@@ -13,8 +13,9 @@
 #        HOOKD_RUN_PGPORT    port of the private cluster (default 5433)
 #        HOOKD_DATABASE_URL  use this database instead of a private cluster
 #        HOOKD_RUN_FAKE_API  1: also start a stand-in ContextGPT API on
-#                            127.0.0.1:9443 (build/tests/fake-api) and an
+#                            127.0.0.1 (build/tests/fake-api) and an
 #                            autoreply route that answers through it
+#        HOOKD_RUN_FAKE_API_PORT  its port (default 9443)
 # Ctrl-C stops hookd, then the cluster.
 set -euo pipefail
 
@@ -101,10 +102,23 @@ if [ "$fake_api" = 1 ]; then
         echo "run: build/tests/fake-api is not built; run make build/tests/fake-api" >&2
         exit 1
     fi
+    fake_api_port=${HOOKD_RUN_FAKE_API_PORT:-9443}
     (umask 077 && printf 'fake-key-for-local-tries\n' >"$var/api-key")
-    "$repo/build/tests/fake-api" 9443 "$tls/cert.pem" "$tls/key.pem" \
+    "$repo/build/tests/fake-api" "$fake_api_port" "$tls/cert.pem" "$tls/key.pem" \
         >"$var/fake-api.log" 2>&1 &
     fake_api_pid=$!
+    # It says so at once when it listens; anything else is a failure.
+    for _ in $(seq 1 30); do
+        grep -q "listening" "$var/fake-api.log" 2>/dev/null && break
+        kill -0 "$fake_api_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if ! grep -q "listening" "$var/fake-api.log" 2>/dev/null; then
+        echo "run: the stand-in API could not start on 127.0.0.1:$fake_api_port:" >&2
+        cat "$var/fake-api.log" >&2
+        echo "run: set HOOKD_RUN_FAKE_API_PORT to a free port" >&2
+        exit 1
+    fi
 fi
 
 # --- configuration, rewritten at every run
@@ -186,7 +200,7 @@ conf=$var/hookd.conf
     echo ");"
     if [ "$fake_api" = 1 ]; then
         echo "api = {"
-        echo "    base_url = \"https://127.0.0.1:9443/api\";"
+        echo "    base_url = \"https://127.0.0.1:$fake_api_port/api\";"
         echo "    key_file = $(cfg_str "$var/api-key");"
         echo "    cacert = $(cfg_str "$tls/cert.pem");"
         echo "};"

@@ -1468,7 +1468,8 @@ Test(crm_handoff, replay_requeues_dead_jobs_by_job_route_or_event_and_they_run_a
     snprintf(job, sizeof(job), "%s", v);
     free(v);
     run_cli(&x, &r, by_job);
-    cr_assert_eq(r.code, 0, "replay --job of a done job exited %d: %s", r.code, r.err);
+    cr_assert_eq(r.code, 1, "replay --job of a done job exited %d: %s", r.code, r.err);
+    cr_assert_not_null(strstr(r.err, "nothing requeued"), "no reason given: %s", r.err);
     free_cli(&r);
     v = h_strdupf("SELECT concat_ws('|', status, replayed_at IS NULL) FROM hookd.jobs"
                   " WHERE id = %s", job);
