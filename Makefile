@@ -25,8 +25,11 @@ ASAN_FLAGS := -std=gnu11 -O1 -g $(WARN) $(SAN)
 
 # CivetWeb is built from Debian's source package (the binary package loads
 # OpenSSL 3 through 1.1 symbol names and crashes on the first TLS request).
+# -fwrapv: CivetWeb adds a client's Content-Length and chunk sizes to
+# offsets in signed arithmetic; wrapping keeps a hostile value defined, and
+# its own sanity checks then close the connection.
 CIVET_DEFS := -DOPENSSL_API_3_0 -DNO_SSL_DL -DUSE_IPV6 -DNO_CGI -DNO_FILES \
-              -DNO_CACHING -DMAX_WORKER_THREADS=1024
+              -DNO_CACHING -DMAX_WORKER_THREADS=1024 -fwrapv
 
 DAEMON_SRC := $(wildcard daemon/*.c)
 LIB_SRC    := $(filter-out daemon/main.c,$(DAEMON_SRC))
@@ -66,11 +69,11 @@ deps:
 $(CIVET_SRC)/src/civetweb.c:
 	scripts/civetweb.sh $(BUILD)/civetweb
 
-$(BUILD)/civetweb.o: $(CIVET_SRC)/src/civetweb.c
+$(BUILD)/civetweb.o: $(CIVET_SRC)/src/civetweb.c Makefile
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O2 -g -fPIC $(CIVET_DEFS) -I$(CIVET_SRC)/include -c $< -o $@
 
-$(BUILD)/asan/civetweb.o: $(CIVET_SRC)/src/civetweb.c
+$(BUILD)/asan/civetweb.o: $(CIVET_SRC)/src/civetweb.c Makefile
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -O1 -g $(SAN) $(CIVET_DEFS) -I$(CIVET_SRC)/include -c $< -o $@
 

@@ -450,8 +450,10 @@ load_endpoint(struct loader *ld, const config_setting_t *g, int idx, struct cfg_
 
 
 static const char *const top_keys[] = {
-    "listen", "tls", "http", "database", "log", "endpoints", "dispatch", "routes", "api", NULL
+    "listen", "tls", "http", "database", "log", "endpoints", "dispatch", "routes", "api",
+    "admin", NULL
 };
+static const char *const admin_keys[] = {"listen", "token_file", NULL};
 static const char *const api_keys[] = {
     "base_url", "key_file", "credential", "connect_timeout", "timeout", "rate_limit",
     "rate_window", "max_retry_after", "not_found_grace", "cacert", "agent_name", NULL
@@ -852,6 +854,41 @@ out:
 
 
 static int
+load_admin(struct loader *ld, const config_setting_t *root, struct cfg *cfg)
+{
+    const config_setting_t *g;
+    char *token_file = NULL;
+    int r;
+
+    if (get_group(ld, root, "admin", admin_keys, &g) < 0
+        || get_str(ld, g, "admin", "listen", "127.0.0.1:9464", &cfg->cf_admin_listen) < 0
+        || get_str(ld, g, "admin", "token_file", NULL, &token_file) < 0)
+    {
+        free(token_file);
+        return -1;
+    }
+    if (*cfg->cf_admin_listen != '\0') {
+        const char *colon = strrchr(cfg->cf_admin_listen, ':');
+        char *end = NULL;
+        long port = colon ? strtol(colon + 1, &end, 10) : 0;
+
+        if (colon == NULL || colon == cfg->cf_admin_listen || *end != '\0' || port < 1
+            || port > 65535 || strpbrk(cfg->cf_admin_listen, ", \t") != NULL)
+        {
+            free(token_file);
+            return fail_at(ld, config_setting_get_member(g, "listen"), "admin.listen: \"%s\" "
+                           "is not host:port (\"\" turns the admin listener off)",
+                           cfg->cf_admin_listen);
+        }
+    }
+    r = token_file ? read_secret_file(ld, config_setting_get_member(g, "token_file"),
+                                      token_file, &cfg->cf_admin_token) : 0;
+    free(token_file);
+    return r;
+}
+
+
+static int
 load_dispatch(struct loader *ld, const config_setting_t *root, struct cfg *cfg)
 {
     const config_setting_t *d;
@@ -1012,7 +1049,7 @@ load_all(struct loader *ld, config_t *lc, struct cfg *cfg)
             }
         }
     }
-    if (load_api(ld, root, cfg) < 0) {
+    if (load_api(ld, root, cfg) < 0 || load_admin(ld, root, cfg) < 0) {
         return -1;
     }
     return load_dispatch(ld, root, cfg);
@@ -1127,6 +1164,11 @@ cfg_free(struct cfg *cfg)
         OPENSSL_cleanse(cfg->cf_api_key, strlen(cfg->cf_api_key));
         free(cfg->cf_api_key);
     }
+    if (cfg->cf_admin_token != NULL) {
+        OPENSSL_cleanse(cfg->cf_admin_token, strlen(cfg->cf_admin_token));
+        free(cfg->cf_admin_token);
+    }
+    free(cfg->cf_admin_listen);
     free(cfg->cf_api_base_url);
     free(cfg->cf_api_cacert);
     free(cfg->cf_api_agent_name);

@@ -116,6 +116,9 @@ struct cfg {
     int cf_api_max_retry_after_s;
     int cf_api_not_found_grace_s;
 
+    char *cf_admin_listen;            /* "" or NULL: no admin listener */
+    char *cf_admin_token;             /* bearer token for it, or NULL; wiped */
+
     char *cf_plugin_dir;
     int cf_workers;                   /* dispatch threads; 0 disables dispatch */
     int cf_poll_interval_ms;          /* fallback when no NOTIFY arrives */

@@ -22,11 +22,14 @@
 #include "clock.h"
 #include "hookd_plugin.h"
 #include "log.h"
+#include "metrics.h"
 #include "plugin.h"
 
 #define DISPATCH_OUTPUT_MAX 4096
 #define DISPATCH_REASON_MAX 512
 #define DISPATCH_TICK_MS 100
+/* Above http.json_max_depth's maximum, so a stored event always parses. */
+#define DISPATCH_JSON_DEPTH 1001
 
 struct worker {
     struct dispatch *w_d;
@@ -710,7 +713,13 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
     ev.he_thread_id = PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6);
     ev.he_raw = PQgetvalue(res, 0, 7);
     ev.he_raw_len = (size_t)PQgetlength(res, 0, 7);
-    ev.he_json = json_tokener_parse(ev.he_raw);
+    {
+        /* Ingest accepted the nesting it was configured for; never refuse it here. */
+        struct json_tokener *tok = json_tokener_new_ex(DISPATCH_JSON_DEPTH);
+
+        ev.he_json = tok ? json_tokener_parse_ex(tok, ev.he_raw, (int)ev.he_raw_len) : NULL;
+        json_tokener_free(tok);
+    }
     ev.he_received_us = atoll(PQgetvalue(res, 0, 8));
     w->w_event_us = ev.he_received_us;
 
@@ -769,6 +778,8 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
     abandoned = w->w_abandoned;
     w->w_busy = false;
     pthread_mutex_unlock(&d->d_lock);
+    metrics_job_attempt((clock_mono_ms() - started) / 1000.0,
+                        outcome == HOOKD_RETRY && w->w_attempt < w->w_max_attempts);
     if (abandoned) {
         log_warning("handler returned after its job was timed out; result ignored job=%lld "
                     "route=%s", w->w_job, w->w_route);

@@ -24,6 +24,7 @@
 #include "clock.h"
 #include "codec.h"
 #include "log.h"
+#include "metrics.h"
 #include "route.h"
 #include "store.h"
 #include "verify.h"
@@ -433,7 +434,8 @@ store_event(struct http *h, struct mg_connection *conn, const struct mg_request_
 {
     struct header_ctx hc = {ri};
     struct store_item item;
-    char routes[4096];
+    char *routes;
+    size_t routes_cap = 1;
     char key[HTTP_MAX_DELIVERY_ID + 160];
     char answer[96];
     char type[72];
@@ -444,8 +446,14 @@ store_event(struct http *h, struct mg_connection *conn, const struct mg_request_
     dedup_key(ep, &hc, body, len, key, sizeof(key), &item.si_delivery_id);
     item.si_dedup_key = key;
     item.si_event_type = ev->be_type;
-    if (!route_select(cfg, ev, routes, sizeof(routes))) {
-        log_error("too many routes match one event endpoint=%s", ep->ce_path);
+    /* Room for every route name: whatever matches fits. */
+    for (size_t i = 0; i < cfg->cf_nroutes; i++) {
+        routes_cap += strlen(cfg->cf_routes[i].cr_name) + 1;
+    }
+    routes = malloc(routes_cap);
+    if (routes == NULL || !route_select(cfg, ev, routes, routes_cap)) {
+        free(routes);
+        log_error("could not allocate the route list endpoint=%s", ep->ce_path);
         respond_unavailable(conn, cfg);
         return 503;
     }
@@ -457,10 +465,14 @@ store_event(struct http *h, struct mg_connection *conn, const struct mg_request_
     item.si_body_len = len;
     item.si_received_us = clock_wall_us();
     r = store_submit(h->h_store, &item);
+    free(routes);
     log_value(ev->be_type, 64, type, sizeof(type));
     switch (r) {
     case STORE_STORED:
     case STORE_DUPLICATE:
+        if (r == STORE_STORED) {
+            metrics_event(ev->be_type);
+        }
         log_info("event %s id=%lld type=%s endpoint=%s verified=%s remote=%s",
                  r == STORE_STORED ? "stored" : "duplicate, already stored", item.si_id, type,
                  ep->ce_path, used, ri->remote_addr);
@@ -544,6 +556,7 @@ serve_webhook(struct http *h, struct mg_connection *conn, const struct mg_reques
     if (vr != VERIFY_OK) {
         log_info("request refused: not verified endpoint=%s reason=%s remote=%s", ep->ce_path,
                  verify_result_name(vr), ri->remote_addr);
+        metrics_verify_failure(vr);
         respond(conn, 401, "{\"error\":\"unauthorized\"}", NULL, NULL);
         free(body);
         return 401;
@@ -568,11 +581,22 @@ handle_request(struct mg_connection *conn, void *cbdata)
     const struct mg_request_info *ri = mg_get_request_info(conn);
     const struct cfg *cfg;
     const struct cfg_endpoint *ep;
+    long long started = clock_mono_ms();
     int status;
 
     if (atomic_load(&h->h_stopping)) {
         respond(conn, 503, "{\"error\":\"shutting down\"}", "Retry-After", "5");
         return 503;
+    }
+    /*
+     * CivetWeb keeps the first MG_MAX_HEADERS headers and drops the rest
+     * without a word, Content-Length and credentials included: a full table
+     * may hide a cut, so it is refused (and the connection closed).
+     */
+    if (ri->num_headers >= MG_MAX_HEADERS) {
+        log_info("request refused: too many headers remote=%s", ri->remote_addr);
+        respond(conn, 431, "{\"error\":\"too many headers\"}", "Connection", "close");
+        return 431;
     }
     cfg = cfg_get(h->h_cfgs);
     ep = ri->local_uri ? cfg_find_endpoint(cfg, ri->local_uri) : NULL;
@@ -582,6 +606,7 @@ handle_request(struct mg_connection *conn, void *cbdata)
     } else {
         status = serve_webhook(h, conn, ri, cfg, ep);
     }
+    metrics_request(ep ? ep->ce_path : NULL, status, (clock_mono_ms() - started) / 1000.0);
     cfg_put(h->h_cfgs, cfg);
     return status;
 }

@@ -20,6 +20,7 @@
 #include <openssl/crypto.h>
 #include <systemd/sd-daemon.h>
 
+#include "admin.h"
 #include "api.h"
 #include "cfg.h"
 #include "cli.h"
@@ -295,6 +296,7 @@ cmd_serve(int argc, char **argv)
     struct http *h = NULL;
     struct dispatch *disp = NULL;
     struct api *api = NULL;
+    struct admin *adm = NULL;
     char conninfo[4096];
     int rc = 0;
     uint64_t watchdog_usec = 0;
@@ -346,6 +348,18 @@ cmd_serve(int argc, char **argv)
     for (size_t i = 0; i < cfg->cf_nlisten; i++) {
         log_notice("listening on https://%s", cfg->cf_listen[i]);
     }
+    if (admin_start(cfg, st, api, &adm, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        http_stop(h);
+        store_stop(st);
+        api_free(api);
+        cfg_holder_free(cfgs);
+        return EXIT_RUNTIME;
+    }
+    if (adm != NULL) {
+        log_notice("admin listener on http://%s (/healthz, /readyz, /metrics)",
+                   cfg->cf_admin_listen);
+    }
 
     while (!main_stop_requested) {
         int sig;
@@ -357,6 +371,7 @@ cmd_serve(int argc, char **argv)
                 rc = EXIT_RUNTIME;
                 break;
             }
+            admin_set_dispatch(adm, disp);
             announced = true;
             log_notice("hookd ready");
             sd_notify(0, "READY=1\nSTATUS=serving");
@@ -381,6 +396,7 @@ cmd_serve(int argc, char **argv)
         pthread_detach(second);
     }
     http_stop(h);
+    admin_stop(adm);     /* before dispatch, whose counters it reads */
     dispatch_stop(disp, MAIN_STOP_GRACE_MS);
     api_free(api);
     store_stop(st);

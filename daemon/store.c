@@ -376,6 +376,48 @@ build_event_arrays(struct store_item **items, size_t n, struct buf cols[EVENT_CO
 }
 
 
+/*
+ * A duplicate whose first copy was committed by another writer while this
+ * statement ran has no id yet (the statement's snapshot predates it). One
+ * more read, with a fresh snapshot, finds it; best effort.
+ */
+static void
+duplicate_ids(struct store *st, PGconn *c, struct store_item **items, size_t n)
+{
+    struct buf keys = {0};
+    bool first = true;
+    PGresult *res = NULL;
+    const char *values[1];
+    char sqlstate[6];
+
+    buf_add(&keys, "{", 1);
+    for (size_t i = 0; i < n; i++) {
+        if (items[i]->si_result == STORE_DUPLICATE && items[i]->si_id == 0) {
+            buf_add_elem(&keys, items[i]->si_dedup_key, strlen(items[i]->si_dedup_key), first);
+            first = false;
+        }
+    }
+    buf_add(&keys, "}", 1);
+    values[0] = keys.b_data;
+    if (!first && !keys.b_failed
+        && db_exec(c, "SELECT dedup_key, id FROM hookd.events WHERE dedup_key = ANY ($1::text[])",
+                   1, values, NULL, NULL, st->st_query_timeout * 1000, &res, sqlstate) == EXEC_OK)
+    {
+        for (int r = 0; r < PQntuples(res); r++) {
+            for (size_t i = 0; i < n; i++) {
+                if (items[i]->si_id == 0 && items[i]->si_result == STORE_DUPLICATE
+                    && strcmp(items[i]->si_dedup_key, PQgetvalue(res, r, 0)) == 0)
+                {
+                    items[i]->si_id = atoll(PQgetvalue(res, r, 1));
+                }
+            }
+        }
+    }
+    PQclear(res);
+    free(keys.b_data);
+}
+
+
 /* Inserts events items[0..n) in one statement and fills their results. */
 static enum exec_status
 write_events(struct store *st, PGconn *c, struct store_item **items, size_t n, char *sqlstate)
@@ -419,6 +461,9 @@ write_events(struct store *st, PGconn *c, struct store_item **items, size_t n, c
             }
         }
     }
+    PQclear(res);
+    res = NULL;
+    duplicate_ids(st, c, items, n);
 out:
     PQclear(res);
     for (int i = 0; i < EVENT_COLUMNS; i++) {

@@ -769,6 +769,18 @@ h_config_text(const struct h_config *c)
     if (c->hc_top_extra != NULL) {
         fprintf(f, "%s\n", c->hc_top_extra);
     }
+    /* Tests run many daemons at once: the admin listener only where asked. */
+    if (c->hc_admin_port > 0) {
+        fprintf(f, "admin = { listen = \"127.0.0.1:%d\";", c->hc_admin_port);
+        if (c->hc_admin_token_file != NULL) {
+            fprintf(f, " token_file = ");
+            put_quoted(f, c->hc_admin_token_file);
+            fprintf(f, ";");
+        }
+        fprintf(f, " };\n");
+    } else {
+        fprintf(f, "admin = { listen = \"\"; };\n");
+    }
     cr_assert(fclose(f) == 0);
     return text;
 }

@@ -176,6 +176,8 @@ struct h_config {
     const char *hc_extra_endpoints;    /* more endpoint groups, comma-led */
     const char *hc_http_extra;         /* more settings inside http */
     const char *hc_top_extra;          /* more top-level settings, written last */
+    int hc_admin_port;                 /* 0: no admin listener */
+    const char *hc_admin_token_file;   /* with hc_admin_port: a bearer token */
 };
 
 /* Returns the config text (malloc'd) for c; TLS from $HOOKD_TEST_TLS_DIR. */
