@@ -1382,11 +1382,12 @@ cfg_restart_changes(const struct cfg *old, const struct cfg *new_cfg, char *buf,
     if (listen_changed) {
         note_change(buf, cap, "listen");
     }
-    if (str_differs(old->cf_tls_cert, new_cfg->cf_tls_cert)
-        || str_differs(old->cf_tls_key, new_cfg->cf_tls_key)
-        || str_differs(old->cf_tls_ciphers, new_cfg->cf_tls_ciphers))
-    {
-        note_change(buf, cap, "tls");
+    /* The certificate and key reload; the cipher list does not. */
+    if (str_differs(old->cf_tls_ciphers, new_cfg->cf_tls_ciphers)) {
+        note_change(buf, cap, "tls.ciphers");
+    }
+    if (str_differs(old->cf_admin_listen, new_cfg->cf_admin_listen)) {
+        note_change(buf, cap, "admin.listen");
     }
     if (old->cf_threads != new_cfg->cf_threads || old->cf_max_header != new_cfg->cf_max_header
         || old->cf_request_timeout_ms != new_cfg->cf_request_timeout_ms

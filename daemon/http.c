@@ -16,8 +16,11 @@
 #include <unistd.h>
 
 #include <civetweb.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/sha.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include "body.h"
 #include "cfg.h"
@@ -60,6 +63,17 @@ struct http {
     bool h_reaper_started;
     atomic_bool h_stopping;
     atomic_bool h_reaper_quit;
+
+    /* The certificate handed to each new handshake; swapped on reload. */
+    pthread_mutex_t h_tls_lock;
+    struct tls_pair *h_tls;
+};
+
+/* A certificate, its chain and its key, as loaded from the config's files. */
+struct tls_pair {
+    X509 *tp_cert;
+    STACK_OF(X509) *tp_chain;
+    EVP_PKEY *tp_key;
 };
 
 /*
@@ -624,6 +638,101 @@ tls_info(const SSL *ssl, int where, int ret)
 }
 
 
+static void
+tls_pair_free(struct tls_pair *p)
+{
+    if (p == NULL) {
+        return;
+    }
+    X509_free(p->tp_cert);
+    sk_X509_pop_free(p->tp_chain, X509_free);
+    EVP_PKEY_free(p->tp_key);
+    free(p);
+}
+
+
+/* Reads a PEM certificate (then its chain) and key, checking they match. */
+static struct tls_pair *
+tls_pair_load(const char *cert_file, const char *key_file)
+{
+    struct tls_pair *p = calloc(1, sizeof(*p));
+    FILE *f;
+    X509 *extra;
+
+    if (p == NULL || (p->tp_chain = sk_X509_new_null()) == NULL) {
+        free(p);
+        return NULL;
+    }
+    f = fopen(cert_file, "r");
+    if (f != NULL) {
+        p->tp_cert = PEM_read_X509(f, NULL, NULL, NULL);
+        while (p->tp_cert != NULL && (extra = PEM_read_X509(f, NULL, NULL, NULL)) != NULL) {
+            if (!sk_X509_push(p->tp_chain, extra)) {
+                X509_free(extra);
+            }
+        }
+        fclose(f);
+    }
+    ERR_clear_error();
+    f = fopen(key_file, "r");
+    if (f != NULL) {
+        p->tp_key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+        fclose(f);
+    }
+    if (p->tp_cert == NULL || p->tp_key == NULL || X509_check_private_key(p->tp_cert,
+                                                                          p->tp_key) != 1)
+    {
+        ERR_clear_error();
+        tls_pair_free(p);
+        return NULL;
+    }
+    return p;
+}
+
+
+/* Per handshake: the certificate currently loaded (reloads swap it). */
+static int
+tls_cert_cb(SSL *ssl, void *arg)
+{
+    struct http *h = arg;
+    int ok;
+
+    pthread_mutex_lock(&h->h_tls_lock);
+    /*
+     * OpenSSL keeps one certificate per key type: without clearing, an RSA
+     * pair loaded over an ECDSA one would sit beside it and never be used.
+     * SSL_use_cert_and_key takes its own references.
+     */
+    SSL_certs_clear(ssl);
+    ok = h->h_tls != NULL && SSL_use_cert_and_key(ssl, h->h_tls->tp_cert, h->h_tls->tp_key,
+                                                  h->h_tls->tp_chain, 1) == 1;
+    pthread_mutex_unlock(&h->h_tls_lock);
+    return ok ? 1 : 0;
+}
+
+
+int
+http_reload_tls(struct http *h, const char *cert_file, const char *key_file, char *err,
+                size_t errlen)
+{
+    struct tls_pair *p = tls_pair_load(cert_file, key_file);
+    struct tls_pair *old;
+
+    if (p == NULL) {
+        snprintf(err, errlen, "could not load the TLS certificate \"%s\" with key \"%s\" (a "
+                 "PEM certificate and its matching private key are needed)", cert_file,
+                 key_file);
+        return -1;
+    }
+    pthread_mutex_lock(&h->h_tls_lock);
+    old = h->h_tls;
+    h->h_tls = p;
+    pthread_mutex_unlock(&h->h_tls_lock);
+    tls_pair_free(old);
+    return 0;
+}
+
+
 static int
 init_tls(void *ssl_ctx, void *user_data)
 {
@@ -646,6 +755,7 @@ init_tls(void *ssl_ctx, void *user_data)
         SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
         SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
         SSL_CTX_set_info_callback(ctx, tls_info);
+        SSL_CTX_set_cert_cb(ctx, tls_cert_cb, h);
     }
     cfg_put(h->h_cfgs, cfg);
     return result;
@@ -683,7 +793,13 @@ http_start(struct cfg_holder *cfgs, struct store *store, struct http **ret, char
     h->h_cfgs = cfgs;
     h->h_store = store;
     pthread_mutex_init(&h->h_slot_lock, NULL);
+    pthread_mutex_init(&h->h_tls_lock, NULL);
     cfg = cfg_get(cfgs);
+    if (http_reload_tls(h, cfg->cf_tls_cert, cfg->cf_tls_key, err, errlen) < 0) {
+        cfg_put(cfgs, cfg);
+        http_stop(h);
+        return -1;
+    }
 
     for (size_t i = 0; i < cfg->cf_nlisten; i++) {
         size_t n = strlen(ports);
@@ -775,6 +891,8 @@ http_stop(struct http *h)
         pthread_join(h->h_reaper, NULL);
     }
     pthread_mutex_destroy(&h->h_slot_lock);
+    tls_pair_free(h->h_tls);
+    pthread_mutex_destroy(&h->h_tls_lock);
     mg_exit_library();
     free(h);
 }

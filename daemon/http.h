@@ -26,6 +26,14 @@ struct store;
 int http_start(struct cfg_holder *cfgs, struct store *store, struct http **ret, char *err,
                size_t errlen);
 
+/*
+ * Loads a certificate (with its chain) and key and makes them the ones new
+ * TLS handshakes get; connections already open keep theirs. Returns 0, or
+ * -1 with err when the files do not load or do not match (nothing changes).
+ */
+int http_reload_tls(struct http *h, const char *cert_file, const char *key_file, char *err,
+                    size_t errlen);
+
 /* Stops accepting, finishes requests in flight, frees everything; NULL is fine. */
 void http_stop(struct http *h);
 

@@ -206,7 +206,7 @@ cmd_migrate(int argc, char **argv)
 
 
 static void
-reload(struct cfg_holder *cfgs, const char *file)
+reload(struct cfg_holder *cfgs, struct http *h, const char *file)
 {
     struct cfg *new_cfg;
     const struct cfg *old;
@@ -216,6 +216,13 @@ reload(struct cfg_holder *cfgs, const char *file)
     sd_notify(0, "RELOADING=1");
     if (cfg_load(file, &new_cfg, err, sizeof(err)) < 0) {
         log_error("reload failed, keeping the current configuration: %s", err);
+        sd_notify(0, "READY=1");
+        return;
+    }
+    /* The certificate first: a file that does not load refuses the whole reload. */
+    if (http_reload_tls(h, new_cfg->cf_tls_cert, new_cfg->cf_tls_key, err, sizeof(err)) < 0) {
+        log_error("reload failed, keeping the current configuration: %s", err);
+        cfg_free(new_cfg);
         sd_notify(0, "READY=1");
         return;
     }
@@ -383,7 +390,7 @@ cmd_serve(int argc, char **argv)
         tick.tv_nsec = announced ? 0 : 50000000;
         sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGHUP) {
-            reload(cfgs, file);
+            reload(cfgs, h, file);
         } else if (sig == SIGTERM || sig == SIGINT) {
             main_stop_requested = 1;
         }

@@ -221,3 +221,72 @@ Test(reload, sigterm_under_load_loses_nothing_acknowledged_and_strands_no_job)
     h_db_drop(&x.hx_db);
     free(top);
 }
+
+
+/* Rewrites the config with the given certificate and key files and reloads. */
+static void
+reload_tls(struct h_ctx *x, const char *cert, const char *key)
+{
+    char *text = h_config_text(&x->hx_cfg);
+    const char *dir = h_env("HOOKD_TEST_TLS_DIR");
+    char *from_cert = h_strdupf("%s/cert.pem", dir);
+    char *from_key = h_strdupf("%s/key.pem", dir);
+    char *to_cert = h_strdupf("%s/%s", dir, cert);
+    char *to_key = h_strdupf("%s/%s", dir, key);
+    char *a = h_replace(text, from_cert, to_cert);
+    char *b = h_replace(a, from_key, to_key);
+
+    h_replace_file(x->hx_conf, b, 0600);
+    h_daemon_signal(&x->hx_daemon, SIGHUP);
+    free(text);
+    free(a);
+    free(b);
+    free(from_cert);
+    free(from_key);
+    free(to_cert);
+    free(to_key);
+}
+
+
+/* True when a new TLS connection verifies against the test's ECDSA certificate. */
+static bool
+handshake_ok(struct h_ctx *x)
+{
+    struct h_conn c;
+    bool ok = h_conn_open(&c, x->hx_port, 5000) == 0;
+
+    h_conn_close(&c);
+    return ok;
+}
+
+
+Test(reload, certificate_and_key_reload_for_new_connections)
+{
+    struct h_ctx x;
+
+    h_ctx_init(&x, "reload_tls");
+    x.hx_cfg.hc_secrets[0] = SECRET_A;
+    h_ctx_start(&x);
+    cr_assert(handshake_ok(&x));
+
+    /* RSA pair: new handshakes get it (and our client, pinned to ECDSA, refuses). */
+    reload_tls(&x, "rsa-cert.pem", "rsa-key.pem");
+    cr_assert(h_daemon_wait_log(&x.hx_daemon, "reload done", 1, 10000));
+    cr_assert(!handshake_ok(&x), "still the old certificate after the reload");
+
+    /* A certificate with the wrong key is refused; the RSA pair stays. */
+    reload_tls(&x, "cert.pem", "rsa-key.pem");
+    cr_assert(h_daemon_wait_log(&x.hx_daemon, "reload failed", 1, 10000));
+    cr_assert(!handshake_ok(&x));
+
+    /* Back to the ECDSA pair: accepted again, and events flow. */
+    reload_tls(&x, "cert.pem", "key.pem");
+    cr_assert(h_daemon_wait_log(&x.hx_daemon, "reload done", 2, 10000));
+    cr_assert(handshake_ok(&x));
+    cr_assert_eq(post_with(&x, SECRET_A, 1), 200);
+    {
+        static const char *const allowed[] = {"reload failed", NULL};
+
+        h_ctx_finish(&x, NULL, allowed);
+    }
+}
