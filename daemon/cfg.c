@@ -1386,8 +1386,22 @@ cfg_restart_changes(const struct cfg *old, const struct cfg *new_cfg, char *buf,
     if (str_differs(old->cf_tls_ciphers, new_cfg->cf_tls_ciphers)) {
         note_change(buf, cap, "tls.ciphers");
     }
-    if (str_differs(old->cf_admin_listen, new_cfg->cf_admin_listen)) {
-        note_change(buf, cap, "admin.listen");
+    if (str_differs(old->cf_admin_listen, new_cfg->cf_admin_listen)
+        || str_differs(old->cf_admin_token, new_cfg->cf_admin_token))
+    {
+        note_change(buf, cap, "admin");
+    }
+    if (str_differs(old->cf_api_base_url, new_cfg->cf_api_base_url)
+        || str_differs(old->cf_api_key, new_cfg->cf_api_key)
+        || old->cf_api_rate_limit != new_cfg->cf_api_rate_limit
+        || old->cf_api_timeout_ms != new_cfg->cf_api_timeout_ms)
+    {
+        note_change(buf, cap, "api");
+    }
+    if (old->cf_workers != new_cfg->cf_workers || old->cf_lease_s != new_cfg->cf_lease_s
+        || old->cf_poll_interval_ms != new_cfg->cf_poll_interval_ms)
+    {
+        note_change(buf, cap, "dispatch.workers/lease/poll_interval");
     }
     if (old->cf_threads != new_cfg->cf_threads || old->cf_max_header != new_cfg->cf_max_header
         || old->cf_request_timeout_ms != new_cfg->cf_request_timeout_ms
