@@ -829,11 +829,25 @@ monitor_main(void *arg)
 {
     struct store *st = arg;
 
+    const char *fault = getenv("HOOKD_FAULT_INJECT");
+    bool stall = fault != NULL && strcmp(fault, "monitor-stall") == 0;
+
     pthread_mutex_lock(&st->st_lock);
     while (!st->st_stopping) {
         struct timespec until;
 
         pthread_mutex_unlock(&st->st_lock);
+        /*
+         * Fault injection for the watchdog test: the monitor stops turning
+         * (as a wedged thread would) while everything else goes on.
+         */
+        if (stall && atomic_load(&st->st_migrated)) {
+            pthread_mutex_lock(&st->st_lock);
+            while (!st->st_stopping) {
+                pthread_cond_wait(&st->st_monitor_wake, &st->st_lock);
+            }
+            break;
+        }
         atomic_store(&st->st_heartbeat_ms, clock_mono_ms());
         if (!atomic_load(&st->st_migrated)) {
             (void)ensure_migrated(st);

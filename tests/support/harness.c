@@ -828,6 +828,10 @@ h_daemon_spawn(struct h_daemon *d, const char *conf, const char *log)
         signal(SIGPIPE, SIG_DFL);
         unsetenv("JOURNAL_STREAM");
         unsetenv("NOTIFY_SOCKET");
+        /* Only a test that listens for notifications gets them. */
+        if (getenv("HOOKD_TEST_NOTIFY_SOCKET") != NULL) {
+            setenv("NOTIFY_SOCKET", getenv("HOOKD_TEST_NOTIFY_SOCKET"), 1);
+        }
         unsetenv("HOOKD_DATABASE_URL");
         unsetenv("CREDENTIALS_DIRECTORY");
         execl(bin, bin, "serve", "--config", conf, (char *)NULL);
