@@ -43,6 +43,7 @@ HANDLER_SRC := $(wildcard handlers/*.c)
 HANDLERS   := $(patsubst handlers/%.c,$(BUILD)/handlers/%.so,$(HANDLER_SRC))
 TPLUG_SRC  := $(wildcard tests/plugins/*.c)
 TPLUGINS   := $(patsubst tests/plugins/%.c,$(BUILD)/tests/plugins/%.so,$(TPLUG_SRC))
+PLUGIN_LIBS := -ljson-c -lpq -lcurl -lssl -lcrypto
 PREFIX     ?= /usr/local
 BINDIR     ?= $(PREFIX)/bin
 PLUGIN_DIR ?= $(PREFIX)/lib/hookd/handlers
@@ -91,11 +92,13 @@ $(BUILD)/obj/cfg.o $(BUILD)/asan/obj/cfg.o: CPPFLAGS += -DHOOKD_PLUGIN_DIR='"$(P
 # own database writes).
 $(BUILD)/handlers/%.so: handlers/%.c $(wildcard handlers/*.h)
 	@mkdir -p $(@D)
-	$(CC) -D_GNU_SOURCE -Ihandlers -I/usr/include/postgresql $(CFLAGS) -shared -fPIC $< -o $@ -ljson-c -lpq -lcurl -lssl -lcrypto
+	$(CC) -D_GNU_SOURCE -Ihandlers -I/usr/include/postgresql $(CFLAGS) -shared -fPIC $< \
+	    -o $@ $(PLUGIN_LIBS)
 
 $(BUILD)/tests/plugins/%.so: tests/plugins/%.c $(wildcard handlers/*.h)
 	@mkdir -p $(@D)
-	$(CC) -D_GNU_SOURCE -Ihandlers -I/usr/include/postgresql $(CFLAGS) -shared -fPIC $< -o $@ -ljson-c -lpq -lcurl -lssl -lcrypto
+	$(CC) -D_GNU_SOURCE -Ihandlers -I/usr/include/postgresql $(CFLAGS) -shared -fPIC $< \
+	    -o $@ $(PLUGIN_LIBS)
 
 $(BUILD)/obj/embedded.o: $(GEN)/embedded.c
 	@mkdir -p $(@D)

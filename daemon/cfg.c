@@ -682,11 +682,13 @@ load_retry(struct loader *ld, const config_setting_t *r, const char *where, stru
         }
         f = config_setting_get_member(r, "factor");
         if (f != NULL) {
-            if (config_setting_type(f) != CONFIG_TYPE_FLOAT && config_setting_type(f) != CONFIG_TYPE_INT) {
+            if (config_setting_type(f) != CONFIG_TYPE_FLOAT
+                && config_setting_type(f) != CONFIG_TYPE_INT)
+            {
                 return fail_at(ld, f, "%s.retry.factor must be a number such as 2.0", where);
             }
-            rt->cr_factor = config_setting_type(f) == CONFIG_TYPE_FLOAT ? config_setting_get_float(f)
-                            : (double)config_setting_get_int(f);
+            rt->cr_factor = config_setting_type(f) == CONFIG_TYPE_FLOAT
+                            ? config_setting_get_float(f) : (double)config_setting_get_int(f);
             if (rt->cr_factor < 1.0 || rt->cr_factor > 100.0) {
                 return fail_at(ld, f, "%s.retry.factor must be between 1.0 and 100.0", where);
             }

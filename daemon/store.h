@@ -73,7 +73,8 @@ struct store_item {
 /*
  * Starts the writer threads and a monitor thread. The database need not be
  * reachable yet: the monitor migrates as soon as it can and probes a lost
- * database every second; meanwhile the store reports unavailable. Returns 0, or -1 with a message in err.
+ * database every second; meanwhile the store reports unavailable. Returns
+ * 0, or -1 with a message in err.
  */
 int store_start(const struct cfg *cfg, struct store **ret, char *err, size_t errlen);
 

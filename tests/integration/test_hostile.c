@@ -112,7 +112,7 @@ Test(hostile, deep_events_and_long_route_lists_still_get_their_jobs)
 
         n = snprintf(route, sizeof(route), "%s  { name = \"r%02d%s\"; handler = \"counter\"; }",
                      i ? ",\n" : "", i,
-                     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+                     "-a-long-route-name-to-fill-sixty-four-characters-of-route-nam");
         if (used + (size_t)n + 1 > cap) {
             cap = (cap + (size_t)n + 1) * 2;
             routes = realloc(routes, cap);
