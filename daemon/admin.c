@@ -107,6 +107,44 @@ render_queue(struct admin *a, char **buf, size_t *len)
 }
 
 
+/* API answers by class (status="none": no answer came). */
+static bool
+render_api(struct admin *a, char **buf, size_t *len)
+{
+    static const char *const classes[] = API_STATUS_CLASSES;
+    uint64_t counts[API_NSTATUS] = {0};
+    bool ok = metrics_text(buf, len, "# HELP hookd_api_requests_total Requests sent to the "
+                           "ContextGPT API, by the class of their answer.\n"
+                           "# TYPE hookd_api_requests_total counter\n");
+
+    if (a->a_api != NULL) {
+        api_status_counts(a->a_api, counts);
+    }
+    for (int i = 0; ok && i < API_NSTATUS; i++) {
+        char labels[32];
+
+        snprintf(labels, sizeof(labels), "status=\"%s\"", classes[i]);
+        ok = metrics_line(buf, len, "hookd_api_requests_total", labels, (double)counts[i]);
+    }
+    return ok;
+}
+
+
+/* The writers' database connections: open, and busy with a commit. */
+static bool
+render_pool(struct admin *a, char **buf, size_t *len)
+{
+    int open, busy;
+
+    store_connections(a->a_store, &open, &busy);
+    return metrics_text(buf, len, "# HELP hookd_db_connections Writer connections to the "
+                        "database, open and busy with a batch.\n"
+                        "# TYPE hookd_db_connections gauge\n")
+           && metrics_line(buf, len, "hookd_db_connections", "state=\"open\"", open)
+           && metrics_line(buf, len, "hookd_db_connections", "state=\"busy\"", busy);
+}
+
+
 static void
 serve_metrics(struct admin *a, struct mg_connection *conn)
 {
@@ -114,6 +152,8 @@ serve_metrics(struct admin *a, struct mg_connection *conn)
     size_t len = 0;
     unsigned long long done, dead;
     uint64_t sent = 0, limited = 0;
+
+    (void)sent;
     bool ok;
 
     dispatch_counts(atomic_load(&a->a_dispatch), &done, &dead);
@@ -130,9 +170,8 @@ serve_metrics(struct admin *a, struct mg_connection *conn)
          && metrics_text(&buf, &len, "# HELP hookd_jobs_dead_total Jobs this instance "
                          "dead-lettered.\n# TYPE hookd_jobs_dead_total counter\n")
          && metrics_line(&buf, &len, "hookd_jobs_dead_total", "", (double)dead)
-         && metrics_text(&buf, &len, "# HELP hookd_api_requests_total Requests sent to the "
-                         "ContextGPT API.\n# TYPE hookd_api_requests_total counter\n")
-         && metrics_line(&buf, &len, "hookd_api_requests_total", "", (double)sent)
+         && render_api(a, &buf, &len)
+         && render_pool(a, &buf, &len)
          && metrics_text(&buf, &len, "# HELP hookd_api_rate_limit_waits_total API calls "
                          "hookd's limiter made wait.\n"
                          "# TYPE hookd_api_rate_limit_waits_total counter\n")

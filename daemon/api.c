@@ -42,6 +42,7 @@ struct api {
     long long a_window_ms;
 
     atomic_uint_fast64_t a_sent;
+    atomic_uint_fast64_t a_by_status[API_NSTATUS];
     atomic_uint_fast64_t a_limited;
     pthread_key_t a_curl_key;       /* each thread's CURL handle */
 };
@@ -138,6 +139,26 @@ const char *
 api_default_agent(const struct api *api)
 {
     return api->a_agent;
+}
+
+
+void
+api_status_counts(struct api *api, uint64_t ret[API_NSTATUS])
+{
+    for (int i = 0; i < API_NSTATUS; i++) {
+        ret[i] = atomic_load(&api->a_by_status[i]);
+    }
+}
+
+
+/* Counts an answer (status 0: none came) in its class. */
+static void
+count_status(struct api *api, long status)
+{
+    int i = status >= 200 && status < 300 ? 0 : status == 429 ? 1
+            : status >= 400 && status < 500 ? 2 : status >= 500 ? 3 : 4;
+
+    atomic_fetch_add(&api->a_by_status[i], 1);
 }
 
 
@@ -433,9 +454,11 @@ api_call(struct api *api, const char *method, const char *path, const char *body
         snprintf(res->har_reason, sizeof(res->har_reason), "no answer: %s",
                  curl_easy_strerror(rc));
         free(a.an_data);
+        count_status(api, 0);
         return true;
     }
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    count_status(api, status);
     classify(api, status, &a, event_received_us, res);
     free(a.an_data);
     return true;

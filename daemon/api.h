@@ -96,4 +96,9 @@ const char *api_default_agent(const struct api *api);
 /* Requests sent so far and rate-limit waits, for logs and tests. */
 void api_counters(struct api *api, uint64_t *ret_sent, uint64_t *ret_limited);
 
+/* Answers by class, in the order of API_STATUS_CLASSES. */
+#define API_STATUS_CLASSES {"2xx", "429", "4xx", "5xx", "none"}
+#define API_NSTATUS 5
+void api_status_counts(struct api *api, uint64_t ret[API_NSTATUS]);
+
 #endif

@@ -459,7 +459,7 @@ static const char *const api_keys[] = {
     "rate_window", "max_retry_after", "not_found_grace", "cacert", "agent_name", NULL
 };
 static const char *const dispatch_keys[] = {
-    "plugin_dir", "workers", "poll_interval", "lease", NULL
+    "plugin_dir", "workers", "poll_interval", "lease", "stop_grace", NULL
 };
 static const char *const route_keys[] = {
     "name", "events", "chatbots", "when", "handler", "options", "retry", "timeout", NULL
@@ -900,13 +900,15 @@ load_dispatch(struct loader *ld, const config_setting_t *root, struct cfg *cfg)
     cfg->cf_workers = 4;
     cfg->cf_poll_interval_ms = 5000;
     cfg->cf_lease_s = 30;
+    cfg->cf_stop_grace_ms = 20000;
     if (get_group(ld, root, "dispatch", dispatch_keys, &d) < 0
         || get_str(ld, d, "dispatch", "plugin_dir",
                    env_dir && *env_dir ? env_dir : HOOKD_PLUGIN_DIR, &cfg->cf_plugin_dir) < 0
         || get_int32(ld, d, "dispatch", "workers", 0, 256, &cfg->cf_workers) < 0
         || get_int32(ld, d, "dispatch", "poll_interval", 10, 600000,
                      &cfg->cf_poll_interval_ms) < 0
-        || get_int32(ld, d, "dispatch", "lease", 3, 86400, &cfg->cf_lease_s) < 0)
+        || get_int32(ld, d, "dispatch", "lease", 3, 86400, &cfg->cf_lease_s) < 0
+        || get_int32(ld, d, "dispatch", "stop_grace", 0, 600000, &cfg->cf_stop_grace_ms) < 0)
     {
         return -1;
     }

@@ -123,6 +123,7 @@ struct cfg {
     int cf_workers;                   /* dispatch threads; 0 disables dispatch */
     int cf_poll_interval_ms;          /* fallback when no NOTIFY arrives */
     int cf_lease_s;                   /* a running job is reclaimed after this */
+    int cf_stop_grace_ms;             /* running handlers' time to finish at stop */
     struct cfg_route *cf_routes;
     size_t cf_nroutes;
 };

@@ -33,8 +33,6 @@
 #include "store.h"
 
 #define HOOKD_VERSION "0.1.0"
-/* How long running handlers may finish at shutdown before their jobs go back. */
-#define MAIN_STOP_GRACE_MS 20000
 /* A core thread silent this long counts as stalled (watchdog). */
 #define MAIN_STALL_MS 10000
 
@@ -308,6 +306,7 @@ cmd_serve(int argc, char **argv)
     int rc = 0;
     uint64_t watchdog_usec = 0;
     bool watchdog;
+    int stop_grace_ms;
     char err[CFG_ERR_MAX];
     static sigset_t set;
     struct timespec tick = {1, 0};
@@ -345,6 +344,7 @@ cmd_serve(int argc, char **argv)
     }
     snprintf(conninfo, sizeof(conninfo), "%s", cfg_conninfo(cfg));
     watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+    stop_grace_ms = cfg->cf_stop_grace_ms;
     cfgs = cfg_holder_new(cfg);
     if (cfgs == NULL || http_start(cfgs, st, &h, err, sizeof(err)) < 0) {
         log_error("%s", cfgs ? err : "out of memory");
@@ -404,7 +404,7 @@ cmd_serve(int argc, char **argv)
     }
     http_stop(h);
     admin_stop(adm);     /* before dispatch, whose counters it reads */
-    dispatch_stop(disp, MAIN_STOP_GRACE_MS);
+    dispatch_stop(disp, stop_grace_ms);
     api_free(api);
     store_stop(st);
     cfg_holder_free(cfgs);

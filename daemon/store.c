@@ -40,6 +40,8 @@ struct writer {
     pthread_t w_thread;
     PGconn *w_conn;
     int w_index;
+    atomic_bool w_open;             /* for the metrics: a connection is up */
+    atomic_bool w_busy;             /* for the metrics: a batch is in flight */
 };
 
 struct store {
@@ -717,7 +719,10 @@ writer_main(void *arg)
         }
         pthread_mutex_unlock(&st->st_lock);
 
+        atomic_store(&w->w_busy, true);
         writer_run_batch(w, batch, n);
+        atomic_store(&w->w_busy, false);
+        atomic_store(&w->w_open, w->w_conn != NULL);
 
         pthread_mutex_lock(&st->st_lock);
         for (size_t i = 0; i < n; i++) {
@@ -809,6 +814,18 @@ unsigned long long
 store_events_stored(struct store *st)
 {
     return atomic_load(&st->st_stored);
+}
+
+
+void
+store_connections(struct store *st, int *ret_open, int *ret_busy)
+{
+    *ret_open = 0;
+    *ret_busy = 0;
+    for (int i = 0; i < st->st_nwriters; i++) {
+        *ret_open += atomic_load(&st->st_writers[i].w_open);
+        *ret_busy += atomic_load(&st->st_writers[i].w_busy);
+    }
 }
 
 

@@ -94,6 +94,9 @@ bool store_ready(struct store *st);
 long long store_heartbeat_ms(struct store *st);
 unsigned long long store_events_stored(struct store *st);
 
+/* Writer connections open, and writers busy with a batch right now. */
+void store_connections(struct store *st, int *ret_open, int *ret_busy);
+
 /* Stops the writers after the items already queued; NULL is fine. */
 void store_stop(struct store *st);
 

@@ -290,3 +290,58 @@ Test(reload, certificate_and_key_reload_for_new_connections)
         h_ctx_finish(&x, NULL, allowed);
     }
 }
+
+
+/*
+ * Case C27 with a handler longer than the grace: SIGTERM ends hookd within
+ * grace + 5 s with exit 0, the running job goes back to the queue as
+ * pending with its attempt uncounted, and the next start runs it once.
+ */
+Test(reload, sigterm_hands_back_a_job_longer_than_the_grace)
+{
+    struct h_ctx x;
+    char plugins[4096];
+    char *slow, *quick;
+    long long t0;
+    int code;
+
+    cr_assert_not_null(realpath("build/tests/plugins", plugins), "run from the repo root");
+    slow = h_strdupf("dispatch = { plugin_dir = \"%s\"; workers = 1; poll_interval = 200;"
+                     " stop_grace = 1000; };\nroutes = ( { name = \"long\"; handler = \"counter\";"
+                     " timeout = 120000; options = { sleep_ms = 60000; }; } );", plugins);
+    quick = h_strdupf("dispatch = { plugin_dir = \"%s\"; workers = 1; poll_interval = 200; };\n"
+                      "routes = ( { name = \"long\"; handler = \"counter\"; } );", plugins);
+    h_ctx_init(&x, "reload_grace");
+    x.hx_cfg.hc_secrets[0] = SECRET_A;
+    x.hx_cfg.hc_top_extra = slow;
+    h_ctx_start(&x);
+    cr_assert_eq(post_with(&x, SECRET_A, 1), 200);
+    t0 = h_now_ms();
+    while (h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM hookd.jobs WHERE status ="
+                      " 'running'") == 0 && h_now_ms() - t0 < 10000)
+    {
+        h_sleep_ms(50);
+    }
+    t0 = h_now_ms();
+    h_daemon_signal(&x.hx_daemon, SIGTERM);
+    cr_assert(h_daemon_wait_exit(&x.hx_daemon, 6000), "not stopped within grace + 5 s");
+    code = WIFEXITED(x.hx_daemon.hd_status) ? WEXITSTATUS(x.hx_daemon.hd_status) : -1;
+    cr_assert_eq(code, 0, "exit status %d after %lld ms", code, h_now_ms() - t0);
+    cr_assert_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM hookd.jobs WHERE"
+                            " status = 'pending' AND attempts = 0"), 1,
+                 "the job was not handed back uncounted");
+
+    /* The next start runs it once (this time quickly). */
+    x.hx_cfg.hc_top_extra = quick;
+    h_ctx_start(&x);
+    t0 = h_now_ms();
+    while (h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM hookd.jobs WHERE status ="
+                      " 'done'") == 0 && h_now_ms() - t0 < 10000)
+    {
+        h_sleep_ms(50);
+    }
+    cr_assert_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT attempts FROM hookd.jobs"), 1);
+    h_ctx_finish(&x, NULL, NULL);
+    free(slow);
+    free(quick);
+}
