@@ -330,9 +330,11 @@ Test(cfg_load, example_config_loads_and_shows_the_defaults)
 
     text = redirect(text, "/etc/hookd/tls/cert.pem", tpath("cert.pem"));
     text = redirect(text, "/etc/hookd/tls/key.pem", tpath("key.pem"));
-    text = redirect(text, "/etc/hookd/secret", tpath("secret"));
-    write_file(tpath("secret"), "example-secret-0123456789\n", 0600);
+    /* The example takes its secret as a systemd credential, as the unit gives it. */
+    write_file(tpath("hookd-secret"), "example-secret-0123456789\n", 0600);
+    setenv("CREDENTIALS_DIRECTORY", tmp_dir, 1);
     c = load_ok(text);
+    unsetenv("CREDENTIALS_DIRECTORY");
     free(text);
 
     /* "Every setting shows its default": the example equals the defaults. */
