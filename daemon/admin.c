@@ -153,7 +153,6 @@ serve_metrics(struct admin *a, struct mg_connection *conn)
     unsigned long long done, dead;
     uint64_t sent = 0, limited = 0;
 
-    (void)sent;
     bool ok;
 
     dispatch_counts(atomic_load(&a->a_dispatch), &done, &dead);

@@ -20,6 +20,7 @@ packages=(
     debian-archive-keyring  # scripts/civetweb.sh verifies the sources with it
     coreutils util-linux    # od (scripts/embed.sh), runuser (scripts/pg.sh)
     systemd                 # systemd-analyze checks the unit in the tests
+    tzdata                  # the autoreply handler's office-hours time zones
 )
 
 # One query for all of them; a package dpkg has never heard of is reported on
