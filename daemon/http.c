@@ -532,8 +532,8 @@ serve_webhook(struct http *h, struct mg_connection *conn, const struct mg_reques
         return 405;
     }
     if (!content_type_ok(mg_get_header(conn, "Content-Type"))) {
-        log_info("request refused: content type is not JSON endpoint=%s remote=%s",
-                 ep->ce_path, ri->remote_addr);
+        log_client("request refused: content type is not JSON endpoint=%s remote=%s",
+                   ep->ce_path, ri->remote_addr);
         respond(conn, 415, "{\"error\":\"content type must be application/json\"}", NULL,
                 NULL);
         return 415;
@@ -542,18 +542,18 @@ serve_webhook(struct http *h, struct mg_connection *conn, const struct mg_reques
     case READ_OK:
         break;
     case READ_TOO_LARGE:
-        log_info("request refused: body over the limit endpoint=%s limit=%ld remote=%s",
-                 ep->ce_path, cfg->cf_max_body, ri->remote_addr);
+        log_client("request refused: body over the limit endpoint=%s limit=%ld remote=%s",
+                   ep->ce_path, cfg->cf_max_body, ri->remote_addr);
         respond(conn, 413, "{\"error\":\"body too large\"}", "Connection", "close");
         drain_some(h, conn, ri);
         return 413;
     case READ_TIMEOUT:
-        log_info("request dropped: body not received in time endpoint=%s timeout_ms=%d "
-                 "remote=%s", ep->ce_path, cfg->cf_body_timeout_ms, ri->remote_addr);
+        log_client("request dropped: body not received in time endpoint=%s timeout_ms=%d "
+                   "remote=%s", ep->ce_path, cfg->cf_body_timeout_ms, ri->remote_addr);
         return 408;
     case READ_BROKEN:
-        log_info("request dropped: body could not be read endpoint=%s remote=%s", ep->ce_path,
-                 ri->remote_addr);
+        log_client("request dropped: body could not be read endpoint=%s remote=%s",
+                   ep->ce_path, ri->remote_addr);
         return 400;
     case READ_NO_MEMORY:
         log_error("could not allocate a request body endpoint=%s", ep->ce_path);
@@ -568,8 +568,8 @@ serve_webhook(struct http *h, struct mg_connection *conn, const struct mg_reques
     vreq.vr_now = time(NULL);
     vr = verify_check(&ep->ce_policy, &vreq, &used);
     if (vr != VERIFY_OK) {
-        log_info("request refused: not verified endpoint=%s reason=%s remote=%s", ep->ce_path,
-                 verify_result_name(vr), ri->remote_addr);
+        log_client("request refused: not verified endpoint=%s reason=%s remote=%s",
+                   ep->ce_path, verify_result_name(vr), ri->remote_addr);
         metrics_verify_failure(vr);
         respond(conn, 401, "{\"error\":\"unauthorized\"}", NULL, NULL);
         free(body);
@@ -608,7 +608,7 @@ handle_request(struct mg_connection *conn, void *cbdata)
      * may hide a cut, so it is refused (and the connection closed).
      */
     if (ri->num_headers >= MG_MAX_HEADERS) {
-        log_info("request refused: too many headers remote=%s", ri->remote_addr);
+        log_client("request refused: too many headers remote=%s", ri->remote_addr);
         respond(conn, 431, "{\"error\":\"too many headers\"}", "Connection", "close");
         return 431;
     }

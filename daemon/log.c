@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 #include "log.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -97,6 +98,52 @@ log_msg(enum log_level level, const char *fmt, ...)
     }
     line[n++] = '\n';
     (void)!write(STDERR_FILENO, line, n);
+}
+
+
+static pthread_mutex_t log_client_lock = PTHREAD_MUTEX_INITIALIZER;
+static time_t log_client_second;
+static int log_client_count;
+static unsigned long log_client_dropped;
+
+
+void
+log_client(const char *fmt, ...)
+{
+    char line[LOG_LINE_MAX];
+    unsigned long dropped = 0;
+    time_t now = time(NULL);
+    bool pass;
+    va_list ap;
+
+    if (!log_enabled(LOG_LVL_INFO)) {
+        return;
+    }
+    pthread_mutex_lock(&log_client_lock);
+    if (now != log_client_second) {
+        log_client_second = now;
+        log_client_count = 0;
+    }
+    pass = log_client_count < LOG_CLIENT_PER_SECOND;
+    if (pass) {
+        log_client_count++;
+        dropped = log_client_dropped;
+        log_client_dropped = 0;
+    } else {
+        log_client_dropped++;
+    }
+    pthread_mutex_unlock(&log_client_lock);
+    if (!pass) {
+        return;
+    }
+    if (dropped > 0) {
+        log_msg(LOG_LVL_INFO, "%lu more refused requests were not logged (over %d a second)",
+                dropped, LOG_CLIENT_PER_SECOND);
+    }
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    log_msg(LOG_LVL_INFO, "%s", line);
 }
 
 

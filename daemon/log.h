@@ -34,6 +34,15 @@ bool log_enabled(enum log_level level);
 void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/*
+ * A client's mistake (bad signature, wrong content type, oversize body), at
+ * info: at most LOG_CLIENT_PER_SECOND such lines a second; the rest are
+ * counted, and the next line that passes says how many were left out, so a
+ * flood of bad requests cannot flood the log.
+ */
+#define LOG_CLIENT_PER_SECOND 20
+void log_client(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #define log_debug(...) log_msg(LOG_LVL_DEBUG, __VA_ARGS__)
 #define log_info(...) log_msg(LOG_LVL_INFO, __VA_ARGS__)
 #define log_notice(...) log_msg(LOG_LVL_NOTICE, __VA_ARGS__)

@@ -5,7 +5,11 @@
  */
 #include <criterion/criterion.h>
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "log.h"
 
@@ -233,4 +237,82 @@ Test(log_value, cap_zero_writes_nothing)
 
     cr_assert_str_eq(got, "");
     cr_assert_str_eq(buf, "xyz");
+}
+
+
+/* Runs fn with stderr sent to a temporary file; returns what was written. */
+static char *
+capture_stderr(void (*fn)(void))
+{
+    char path[] = "/tmp/hookd-log-XXXXXX";
+    int fd = mkstemp(path);
+    int saved = dup(STDERR_FILENO);
+    static char out[65536];
+    ssize_t n;
+
+    cr_assert(fd >= 0 && saved >= 0);
+    fflush(stderr);
+    dup2(fd, STDERR_FILENO);
+    fn();
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    lseek(fd, 0, SEEK_SET);
+    n = read(fd, out, sizeof(out) - 1);
+    out[n > 0 ? n : 0] = '\0';
+    close(fd);
+    unlink(path);
+    return out;
+}
+
+
+static int
+count_lines(const char *text, const char *needle)
+{
+    int n = 0;
+
+    for (const char *p = text; (p = strstr(p, needle)) != NULL; p++) {
+        n++;
+    }
+    return n;
+}
+
+
+static void
+thirty_refusals(void)
+{
+    /* Start at the top of a second so that all thirty fall in one. */
+    time_t start = time(NULL);
+
+    while (time(NULL) == start) {
+        usleep(1000);
+    }
+    for (int i = 0; i < 30; i++) {
+        log_client("request refused: test line %d", i);
+    }
+}
+
+
+static void
+one_more_a_second_later(void)
+{
+    time_t start = time(NULL);
+
+    while (time(NULL) == start) {
+        usleep(1000);
+    }
+    log_client("request refused: after the pause");
+}
+
+
+Test(log_client, a_flood_is_cut_to_a_rate_and_the_rest_counted)
+{
+    char *out;
+
+    log_set_level(LOG_LVL_INFO);
+    out = capture_stderr(thirty_refusals);
+    cr_assert_eq(count_lines(out, "request refused: test line"), LOG_CLIENT_PER_SECOND,
+                 "%s", out);
+    out = capture_stderr(one_more_a_second_later);
+    cr_assert_neq(strstr(out, "10 more refused requests were not logged"), NULL, "%s", out);
+    cr_assert_neq(strstr(out, "request refused: after the pause"), NULL, "%s", out);
 }
