@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <civetweb.h>
 #include <libpq-fe.h>
@@ -53,7 +54,8 @@ authorised(const struct admin *a, struct mg_connection *conn)
     if (!a->a_has_token) {
         return true;
     }
-    if (auth == NULL || strncmp(auth, "Bearer ", 7) != 0) {
+    /* The scheme name is case-insensitive (RFC 9110). */
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0) {
         return false;
     }
     SHA256((const unsigned char *)auth + 7, strlen(auth + 7), got);
@@ -192,7 +194,8 @@ handle(struct mg_connection *conn, void *cbdata)
     const struct mg_request_info *ri = mg_get_request_info(conn);
     const char *path = ri->local_uri ? ri->local_uri : "";
 
-    if (!authorised(a, conn)) {
+    /* Liveness stays open to probes; everything else needs the token. */
+    if (strcmp(path, "/healthz") != 0 && !authorised(a, conn)) {
         reply(conn, 401, "text/plain", "unauthorized\n", 13);
         return 401;
     }

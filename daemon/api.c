@@ -262,8 +262,9 @@ api_path_segment(const char *in, char *out, size_t cap)
     for (; *in != '\0' && o + 4 < cap; in++) {
         unsigned char c = (unsigned char)*in;
 
+        /* Dots too: "." or ".." would be dot segments that clients collapse. */
         if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
-            || c == '-' || c == '_' || c == '.' || c == '~')
+            || c == '-' || c == '_' || c == '~')
         {
             out[o++] = (char)c;
         } else {

@@ -142,13 +142,17 @@ parse_args(int argc, char **argv, const char *usage, struct cli_args *a)
         case 'e':
             a->event = optarg;
             break;
-        case 'n':
-            a->limit = atoi(optarg);
-            if (a->limit < 1) {
-                fprintf(stderr, "hookd: --limit must be a positive number\n");
+        case 'n': {
+            char *end = NULL;
+            long v = strtol(optarg, &end, 10);
+
+            if (end == optarg || *end != '\0' || v < 1 || v > 100000) {
+                fprintf(stderr, "hookd: --limit must be a number from 1 to 100000\n");
                 return -1;
             }
+            a->limit = (int)v;
             break;
+        }
         case 'D':
             a->dead = true;
             break;

@@ -113,10 +113,20 @@ metrics_verify_failure(enum verify_result r)
 }
 
 
+/* The label of the types past METRICS_MAX_TYPES (a real type of that name joins them). */
+#define METRICS_OTHER_TYPES "other"
+
+
 void
 metrics_event(const char *type)
 {
     int t = -1;
+
+    if (strcmp(type, METRICS_OTHER_TYPES) == 0) {
+        /* One series per label value, whatever the senders name their events. */
+        atomic_fetch_add(&metrics.m_events[METRICS_MAX_TYPES], 1);
+        return;
+    }
 
     /* The type table is narrower than the endpoints'; a separate lookup. */
     for (int i = 0; i < atomic_load(&metrics.m_ntypes); i++) {
@@ -257,7 +267,8 @@ metrics_render(char **buf, size_t *len)
     for (int t = 0; ok && t <= atomic_load(&metrics.m_ntypes); t++) {
         bool other = t == atomic_load(&metrics.m_ntypes);
 
-        metrics_label_value(other ? "other" : metrics.m_types[t], value, sizeof(value));
+        metrics_label_value(other ? METRICS_OTHER_TYPES : metrics.m_types[t], value,
+                            sizeof(value));
         snprintf(labels, sizeof(labels), "type=\"%s\"", value);
         ok = metrics_line(buf, len, "hookd_events_total", labels,
                           (double)atomic_load(&metrics.m_events[other ? METRICS_MAX_TYPES : t]));

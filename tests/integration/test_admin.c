@@ -169,6 +169,9 @@ Test(admin, token_is_required_when_configured)
     cr_assert_eq(http_get(x.hx_cfg.hc_admin_port, "/metrics", "admin-token-0123456789", &text),
                  200);
     free(text);
+    /* Liveness needs no token. */
+    cr_assert_eq(http_get(x.hx_cfg.hc_admin_port, "/healthz", NULL, &text), 200);
+    free(text);
     {
         static const char *const forbidden[] = {"admin-token-0123456789", NULL};
 

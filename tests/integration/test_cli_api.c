@@ -283,6 +283,33 @@ Test(cli_api, reply_sends_one_post_with_path_key_and_body_and_prints_sent)
 }
 
 
+/* Ids of "." or ".." must not become dot segments that the URL collapses. */
+Test(cli_api, dot_ids_stay_in_their_path_segment)
+{
+    struct fake_http *srv = fh_start(true);
+    struct h_ctx x;
+    struct ca_run r;
+    struct fh_request *req;
+
+    ca_setup(&x, "dot_ids", srv);
+    fh_push(srv, &(struct fh_answer){.fa_status = 200, .fa_body = CA_OK_BODY});
+    {
+        const char *args[] = {"escalate", "--config", x.hx_conf, "--chatbot", ".", "--thread",
+                              "..", NULL};
+
+        ca_cli(&x, &r, args);
+    }
+    cr_assert_eq(r.cr_code, 0, "exit %d: %s", r.cr_code, r.cr_err);
+    req = fh_request(srv, 0);
+    cr_assert_not_null(req);
+    ca_expect_str(req->fr_path, "/api/v1/chatting/%2E/thread/%2E%2E/escalate", "path");
+    fh_request_free(req);
+    ca_run_free(&r);
+    fh_stop(srv);
+    h_db_drop(&x.hx_db);
+}
+
+
 Test(cli_api, reply_json_signs_with_the_configured_agent_name_and_parses)
 {
     struct fake_http *srv = fh_start(true);
