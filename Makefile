@@ -59,7 +59,7 @@ UNIT_SRC   := $(wildcard tests/unit/*.c)
 INTEG_SRC  := $(wildcard tests/integration/*.c)
 SUPPORT_SRC := $(wildcard tests/support/*.c)
 
-.PHONY: all asan tests run check deps clean install uninstall
+.PHONY: all asan tests run check deps clean install uninstall bench
 .DELETE_ON_ERROR:
 
 all: $(BUILD)/hookd $(HANDLERS)
@@ -139,6 +139,15 @@ $(BUILD)/tests/fake-api: tests/fake_api.c $(BUILD)/civetweb.o
 	$(CC) $(CPPFLAGS) $(CFLAGS) $^ -o $@ -lssl -lcrypto -lpthread -ldl
 
 tests: $(BUILD)/tests/unit $(BUILD)/tests/integration $(TPLUGINS) $(BUILD)/tests/fake-api
+
+# The benchmark (not part of check): bench/run.sh says what it measures.
+$(BUILD)/bench/load: bench/load.c
+	@mkdir -p $(@D)
+	$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ -lssl -lcrypto -lpthread
+
+bench: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/load
+	@bench/run.sh
 
 run: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/tests/fake-api
