@@ -6,7 +6,8 @@
  * event (a distinct messageId), so every 2xx must be a new row; the run
  * script compares the two.
  *
- * usage: load HOST PORT PATH SECRET_FILE CONNECTIONS SECONDS
+ * usage: load HOST PORT PATH SECRET_FILE CONNECTIONS SECONDS [reconnect]
+ * With "reconnect", every request gets a new TCP and TLS connection.
  * Prints "sent=N ok=N other=N seconds=S rate=R p50_ms=.. p99_ms=.. p999_ms=..".
  */
 #include <arpa/inet.h>
@@ -32,6 +33,7 @@ struct shared {
     const char *path;
     char secret[256];
     double seconds;
+    int reconnect;
     SSL_CTX *ctx;
     atomic_ullong sent, ok, other;
     pthread_mutex_t lock;
@@ -161,10 +163,10 @@ worker_main(void *arg)
 
         blen = snprintf(body, sizeof(body),
                         "{\"event\":\"NEW_MESSAGE\",\"data\":{\"chatbotId\":\"365062873485935184\","
-                        "\"threadId\":\"bench-%d-%llu\",\"messageId\":\"%d%012llu\","
+                        "\"threadId\":\"bench-%d-%llu\",\"messageId\":\"%d-%d-%llu\","
                         "\"question\":\"Hi, can I change the delivery address?\",\"answer\":null,"
                         "\"messageType\":\"NORMAL_MESSAGE\",\"createdAt\":\"2026-11-30T09:14:02Z\"}}",
-                        w->index, seq % 64, w->index + 100, seq);
+                        w->index, seq % 64, (int)getpid(), w->index, seq);
         seq++;
         HMAC(EVP_sha256(), s->secret, (int)strlen(s->secret), (unsigned char *)body,
              (size_t)blen, mac, &mac_len);
@@ -173,9 +175,9 @@ worker_main(void *arg)
         }
         rlen = snprintf(req, sizeof(req),
                         "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                        "X-WEBHOOK-TOKEN: %s\r\nX-WEBHOOK-SIGNATURE: %s\r\n"
-                        "Content-Length: %d\r\n\r\n%s", s->path, s->host, s->secret, hex, blen,
-                        body);
+                        "X-WEBHOOK-TOKEN: %s\r\nX-WEBHOOK-SIGNATURE: %s\r\n%s"
+                        "Content-Length: %d\r\n\r\n%s", s->path, s->host, s->secret, hex,
+                        s->reconnect ? "Connection: close\r\n" : "", blen, body);
         t0 = now_s();
         if (SSL_write(ssl, req, rlen) != rlen) {
             break;
@@ -190,7 +192,7 @@ worker_main(void *arg)
         if (mine != NULL && nmine < 200000) {
             mine[nmine++] = (unsigned)((now_s() - t0) * 1e6);
         }
-        if (status == 0) {
+        if (status == 0 || s->reconnect) {
             close_tls(ssl);
             ssl = connect_tls(s);
         }
@@ -227,8 +229,9 @@ main(int argc, char **argv)
     int n;
     double start, took;
 
-    if (argc != 7) {
-        fprintf(stderr, "usage: load HOST PORT PATH SECRET_FILE CONNECTIONS SECONDS\n");
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: load HOST PORT PATH SECRET_FILE CONNECTIONS SECONDS "
+                "[reconnect]\n");
         return 2;
     }
     memset(&s, 0, sizeof(s));
@@ -244,6 +247,7 @@ main(int argc, char **argv)
     s.secret[strcspn(s.secret, "\r\n")] = '\0';
     n = atoi(argv[5]);
     s.seconds = atof(argv[6]);
+    s.reconnect = argc == 8 && strcmp(argv[7], "reconnect") == 0;
     s.ctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_verify(s.ctx, SSL_VERIFY_NONE, NULL);
     pthread_mutex_init(&s.lock, NULL);
