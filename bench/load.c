@@ -165,7 +165,8 @@ worker_main(void *arg)
                         "{\"event\":\"NEW_MESSAGE\",\"data\":{\"chatbotId\":\"365062873485935184\","
                         "\"threadId\":\"bench-%d-%llu\",\"messageId\":\"%d-%d-%llu\","
                         "\"question\":\"Hi, can I change the delivery address?\",\"answer\":null,"
-                        "\"messageType\":\"NORMAL_MESSAGE\",\"createdAt\":\"2026-11-30T09:14:02Z\"}}",
+                        "\"messageType\":\"NORMAL_MESSAGE\","
+                        "\"createdAt\":\"2026-11-30T09:14:02Z\"}}",
                         w->index, seq % 64, (int)getpid(), w->index, seq);
         seq++;
         HMAC(EVP_sha256(), s->secret, (int)strlen(s->secret), (unsigned char *)body,
