@@ -250,39 +250,6 @@ shuffle(int a[], int n)
 
 /* ---- queries -------------------------------------------------------------- */
 
-/*
- * Polls the one-number query (every 50 ms, at most timeout_ms) until it
- * gives want; returns the last value.
- */
-static long
-wait_long(struct h_ctx *x, long want, int timeout_ms, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static long
-wait_long(struct h_ctx *x, long want, int timeout_ms, const char *fmt, ...)
-{
-    long long deadline = h_now_ms() + timeout_ms;
-    char *sql = NULL;
-    va_list ap;
-    long n;
-    int rc;
-
-    va_start(ap, fmt);
-    rc = vasprintf(&sql, fmt, ap);
-    va_end(ap);
-    cr_assert(rc >= 0);
-    for (;;) {
-        n = h_sql_long(x->hx_db.hd_conninfo, "%s", sql);
-        if (n == want || h_now_ms() >= deadline) {
-            break;
-        }
-        h_sleep_ms(50);
-    }
-    free(sql);
-    return n;
-}
-
-
 /* One text value of the test database (malloc'd, "(null)" for none). */
 static char *
 value(struct h_ctx *x, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -330,8 +297,8 @@ jobs_of(struct h_ctx *x, long event)
 static void
 wait_event_done(struct h_ctx *x, long event)
 {
-    long left = wait_long(x, 0, CH_WAIT_MS, "SELECT count(*) FROM hookd.jobs"
-                          " WHERE event_id = %ld AND status <> 'done'", event);
+    long left = h_wait_long(x, 0, CH_WAIT_MS, "SELECT count(*) FROM hookd.jobs"
+                            " WHERE event_id = %ld AND status <> 'done'", event);
     char *jobs = jobs_of(x, event);
 
     cr_assert_eq(left, 0, "event %ld: jobs not done within %d ms: %s", event, CH_WAIT_MS,
@@ -695,10 +662,10 @@ Test(crm_handoff, new_lead_makes_one_contact_that_later_leads_and_escalations_up
         cr_assert_eq(r.code, 0, "replay exited %d: %s", r.code, r.err);
         free_cli(&r);
     }
-    cr_assert_eq(wait_long(&x, 1, CH_WAIT_MS, "SELECT count(*) FROM hookd.jobs"
-                           " WHERE event_id = %ld AND status = 'done'"
-                           " AND replayed_at IS NOT NULL AND finished_at IS NOT NULL",
-                           lead_id), 1, "the replayed job did not finish: %s",
+    cr_assert_eq(h_wait_long(&x, 1, CH_WAIT_MS, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE event_id = %ld AND status = 'done'"
+                             " AND replayed_at IS NOT NULL AND finished_at IS NOT NULL",
+                             lead_id), 1, "the replayed job did not finish: %s",
                  jobs_of(&x, lead_id));
     cr_assert_eq(contacts(&x), 1, "contacts after the replay: %s", contacts_dump(&x));
     more = h_strdupf("{%ld,%ld,%ld}", lead_id, esc_id, more_id);
@@ -846,8 +813,8 @@ Test(crm_handoff, shuffled_concurrent_and_duplicate_leads_make_one_contact_per_p
 
     cr_assert_eq(h_events(&x), N, "each lead is stored once");
     cr_assert_eq(jobs_total(&x), N, "each lead has one job");
-    cr_assert_eq(wait_long(&x, N, CH_WAIT_MS, "SELECT count(*) FROM hookd.jobs"
-                           " WHERE status = 'done'"), N, "jobs: %s",
+    cr_assert_eq(h_wait_long(&x, N, CH_WAIT_MS, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'done'"), N, "jobs: %s",
                  value(&x, "SELECT string_agg(status || '/' || coalesce(last_error, ''), ', ')"
                        " FROM hookd.jobs WHERE status <> 'done'"));
     cr_assert_eq(contacts(&x), CH_PEOPLE, "contacts: %s", contacts_dump(&x));
@@ -925,20 +892,20 @@ Test(crm_handoff, phone_only_leads_run_by_concurrent_workers_make_one_contact)
     for (int i = 0; i < N; i++) {
         free(bodies[i]);
     }
-    waiting = wait_long(&x, 1, 5000, "SELECT (count(*) >= 1)::int " CH_LOCK_WAITERS);
+    waiting = h_wait_long(&x, 1, 5000, "SELECT (count(*) >= 1)::int " CH_LOCK_WAITERS);
     if (waiting == 1 && h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) "
                                    CH_LOCK_WAITERS) == 1)
     {
         cr_assert(h_sql_try(x.hx_db.hd_conninfo, "SELECT pg_cancel_backend(pid) "
                             CH_LOCK_WAITERS));
-        (void)wait_long(&x, 3, 5000, "SELECT count(*) " CH_LOCK_WAITERS);
+        (void)h_wait_long(&x, 3, 5000, "SELECT count(*) " CH_LOCK_WAITERS);
     }
     waiting = h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) " CH_LOCK_WAITERS);
     cr_log_info("%ld workers waited together for the number's lock", waiting);
     PQfinish(holder);
 
-    cr_assert_eq(wait_long(&x, 1 + N, CH_WAIT_MS, "SELECT count(*) FROM hookd.jobs"
-                           " WHERE status = 'done'"), 1 + N, "not every lead was handled");
+    cr_assert_eq(h_wait_long(&x, 1 + N, CH_WAIT_MS, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'done'"), 1 + N, "not every lead was handled");
     cr_assert_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM crm.contacts"
                             " WHERE phone_norm = '+442079460018'"), 1,
                  "one phone number became several contacts (%ld workers were let go"
@@ -1125,8 +1092,8 @@ Test(crm_handoff, failing_notify_command_is_retried_without_rewriting_the_ticket
     free(want);
 
     e = post_event(&x, esc, "stored");
-    cr_assert_eq(wait_long(&x, 1, CH_WAIT_MS, "SELECT count(*) FROM hookd.jobs"
-                           " WHERE event_id = %ld AND attempts >= 3", e), 1,
+    cr_assert_eq(h_wait_long(&x, 1, CH_WAIT_MS, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE event_id = %ld AND attempts >= 3", e), 1,
                  "the failing notice was not retried: %s", jobs_of(&x, e));
     cr_assert_geq(count_notices(fails), 2, "the notify command ran fewer than twice");
     expect_value(&x, "pending|running", "SELECT CASE WHEN status IN ('pending', 'running')"
@@ -1300,8 +1267,8 @@ runs_of(struct h_ctx *x, long event, const char *route)
 static void
 wait_queue_idle(struct h_ctx *x)
 {
-    cr_assert_eq(wait_long(x, 0, CH_WAIT_MS, "SELECT count(*) FROM hookd.jobs"
-                           " WHERE status IN ('pending', 'running')"), 0,
+    cr_assert_eq(h_wait_long(x, 0, CH_WAIT_MS, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status IN ('pending', 'running')"), 0,
                  "the queue did not settle");
 }
 
@@ -1355,8 +1322,8 @@ start_cli(struct h_ctx *x, const char *tag, long e[4])
         e[i] = post_event(x, b, "stored");
         free(b);
     }
-    cr_assert_eq(wait_long(x, 8, CH_WAIT_MS, "SELECT count(*) FROM hookd.jobs"
-                           " WHERE status IN ('done', 'dead')"), 8, "jobs did not finish");
+    cr_assert_eq(h_wait_long(x, 8, CH_WAIT_MS, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status IN ('done', 'dead')"), 8, "jobs did not finish");
     cr_assert_eq(h_sql_long(x->hx_db.hd_conninfo, "SELECT count(*) FROM hookd.jobs WHERE"
                             " (route = 'ok' AND status = 'done')"
                             " OR (route = 'bad' AND status = 'dead')"), 8);

@@ -132,39 +132,6 @@ post_event(struct h_ctx *x, int port, const char *body, const char *want)
 
 /* ---- queries ------------------------------------------------------------ */
 
-/*
- * Polls the count query (every 50 ms, at most timeout_ms) until it gives
- * want; returns the last value.
- */
-static long
-wait_count(struct h_ctx *x, long want, int timeout_ms, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static long
-wait_count(struct h_ctx *x, long want, int timeout_ms, const char *fmt, ...)
-{
-    long long deadline = h_now_ms() + timeout_ms;
-    char *sql = NULL;
-    va_list ap;
-    long n;
-    int rc;
-
-    va_start(ap, fmt);
-    rc = vasprintf(&sql, fmt, ap);
-    va_end(ap);
-    cr_assert(rc >= 0);
-    for (;;) {
-        n = h_sql_long(x->hx_db.hd_conninfo, "%s", sql);
-        if (n == want || h_now_ms() >= deadline) {
-            break;
-        }
-        h_sleep_ms(50);
-    }
-    free(sql);
-    return n;
-}
-
-
 /* The routes of the event's jobs, sorted, comma-separated ("" for none). */
 static char *
 routes_of(struct h_ctx *x, long event)
@@ -298,13 +265,13 @@ Test(dispatch, each_matching_route_gets_one_job_in_the_events_commit_and_no_othe
     dup = post_event(&x, x.hx_port, bodies[0], "duplicate");
     cr_assert(dup == -1 || dup == ids[0], "duplicate answered id %ld, want %ld", dup, ids[0]);
     cr_assert_eq(jobs_total(&x), want_jobs, "a duplicate made a job");
-    cr_assert_eq(wait_count(&x, want_jobs, 15000, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE status = 'done'"), want_jobs, "not every job ran");
+    cr_assert_eq(h_wait_long(&x, want_jobs, 15000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'done'"), want_jobs, "not every job ran");
     (void)post_event(&x, x.hx_port, bodies[8], "duplicate");
     cr_assert_eq(jobs_total(&x), want_jobs, "a duplicate after the runs made a job");
 
     /* Each job ran once, for its own event and route. */
-    cr_assert_eq(wait_count(&x, want_jobs, 5000, "SELECT count(*) FROM public.counter_runs"),
+    cr_assert_eq(h_wait_long(&x, want_jobs, 5000, "SELECT count(*) FROM public.counter_runs"),
                  want_jobs);
     cr_assert_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM public.counter_runs r"
                             " JOIN hookd.jobs j ON j.event_id = r.event_id"
@@ -359,8 +326,8 @@ Test(dispatch, two_instances_run_each_conversation_in_order_and_never_overlappin
             cr_assert(i == 0 || ids[c][i] > ids[c][i - 1], "event ids do not grow");
         }
     }
-    cr_assert_eq(wait_count(&x, total, 30000, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE status = 'done'"), total, "not every job done");
+    cr_assert_eq(h_wait_long(&x, total, 30000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'done'"), total, "not every job done");
     cr_assert_eq(runs_total(&x), total, "some job ran more than once (or not at all)");
     cr_assert_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM hookd.jobs"
                             " WHERE attempts <> 1"), 0);
@@ -432,8 +399,8 @@ Test(dispatch, retry_outcome_dead_letters_after_exactly_the_configured_attempts)
     (void)post_event(&x, x.hx_port, body, "stored");
     free(body);
 
-    cr_assert_eq(wait_count(&x, 1, 10000, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE status = 'dead'"), 1, "the job never went dead");
+    cr_assert_eq(h_wait_long(&x, 1, 10000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'dead'"), 1, "the job never went dead");
     expect_job(&x, "always-retry", "dead", 3);
     err = job_field(&x, "always-retry", "last_error");
     cr_expect(err != NULL && *err != '\0', "a dead job without last_error");
@@ -472,8 +439,8 @@ Test(dispatch, two_failures_then_success_within_three_attempts_ends_done)
     (void)post_event(&x, x.hx_port, body, "stored");
     free(body);
 
-    cr_assert_eq(wait_count(&x, 1, 10000, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE status = 'done'"), 1, "the job never got done");
+    cr_assert_eq(h_wait_long(&x, 1, 10000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'done'"), 1, "the job never got done");
     expect_job(&x, "flaky", "done", 3);
     err = job_field(&x, "flaky", "last_error");
     cr_expect_null(err, "a done job keeps last_error \"%s\"", err);
@@ -504,8 +471,8 @@ Test(dispatch, fail_outcome_dead_letters_after_one_run)
     (void)post_event(&x, x.hx_port, body, "stored");
     free(body);
 
-    cr_assert_eq(wait_count(&x, 1, 10000, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE status = 'dead'"), 1, "the job never went dead");
+    cr_assert_eq(h_wait_long(&x, 1, 10000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'dead'"), 1, "the job never went dead");
     expect_job(&x, "hopeless", "dead", 1);
     err = job_field(&x, "hopeless", "last_error");
     cr_expect(err != NULL && *err != '\0', "a dead job without last_error");
@@ -532,8 +499,8 @@ Test(dispatch, overdue_retry_runs_once_promptly_after_a_restart)
     body = event_body("NEW_MESSAGE", D_BOT, "thread-overdue", 1, NULL);
     (void)post_event(&x, x.hx_port, body, "stored");
     free(body);
-    cr_assert_eq(wait_count(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE status = 'pending' AND attempts = 1"), 1,
+    cr_assert_eq(h_wait_long(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'pending' AND attempts = 1"), 1,
                  "the first attempt did not schedule a retry");
     code = h_daemon_stop(&x.hx_daemon);
     cr_assert_eq(code, 0, "hookd exited %d", code);
@@ -543,8 +510,8 @@ Test(dispatch, overdue_retry_runs_once_promptly_after_a_restart)
                         " - interval '1 second' WHERE status = 'pending'"));
     cr_expect_eq(runs_total(&x), 1);
     h_ctx_start(&x);
-    cr_assert_eq(wait_count(&x, 1, 2000 + 5000, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE status = 'done'"), 1,
+    cr_assert_eq(h_wait_long(&x, 1, 2000 + 5000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'done'"), 1,
                  "the overdue retry did not run within poll_interval + 5 s of start-up");
     expect_job(&x, "later", "done", 2);
     h_sleep_ms(500);
@@ -568,8 +535,8 @@ Test(dispatch, no_job_starts_after_sigterm)
     body = event_body("NEW_MESSAGE", D_BOT, "thread-sigterm", 1, NULL);
     (void)post_event(&x, x.hx_port, body, "stored");
     free(body);
-    cr_assert_eq(wait_count(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE status = 'pending' AND attempts = 1"), 1,
+    cr_assert_eq(h_wait_long(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'pending' AND attempts = 1"), 1,
                  "the first attempt did not schedule a retry");
 
     /* Stopping (logged), then the retry falls due while the daemon winds down. */
@@ -611,8 +578,8 @@ Test(dispatch, job_of_a_killed_instance_is_reclaimed_once_its_lease_expired)
     free(body);
 
     /* Mid-run (the handler sleeps 1.5 s before it records anything): kill -9. */
-    cr_assert_eq(wait_count(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE status = 'running'"), 1, "the job never started");
+    cr_assert_eq(h_wait_long(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'running'"), 1, "the job never started");
     h_daemon_signal(&x.hx_daemon, SIGKILL);
     cr_assert(h_daemon_wait_exit(&x.hx_daemon, 5000));
     expect_job(&x, "slow", "running", 1);
@@ -632,8 +599,8 @@ Test(dispatch, job_of_a_killed_instance_is_reclaimed_once_its_lease_expired)
     cr_assert(h_sql_try(x.hx_db.hd_conninfo, "UPDATE hookd.jobs SET lease_until = now()"
                         " - interval '1 second' WHERE status = 'running'"));
     t0 = h_now_ms();
-    done = wait_count(&x, 1, 2000 + 5000, "SELECT count(*) FROM hookd.jobs"
-                      " WHERE status = 'done'");
+    done = h_wait_long(&x, 1, 2000 + 5000, "SELECT count(*) FROM hookd.jobs"
+                       " WHERE status = 'done'");
     cr_assert_eq(done, 1, "an expired job was not reclaimed within poll_interval + 5 s");
     cr_log_info("lease: reclaimed and done %lld ms after the lease ran out",
                 h_now_ms() - t0);
@@ -669,8 +636,8 @@ Test(dispatch, handler_overrunning_its_timeout_is_a_failed_attempt_and_serving_g
     (void)post_event(&x, x.hx_port, body, "stored");
     free(body);
 
-    cr_assert_eq(wait_count(&x, 1, 10000, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE route = 'overrun' AND status = 'dead'"), 1,
+    cr_assert_eq(h_wait_long(&x, 1, 10000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE route = 'overrun' AND status = 'dead'"), 1,
                  "two overrunning attempts did not dead-letter the job");
     expect_job(&x, "overrun", "dead", 2);
     err = job_field(&x, "overrun", "last_error");
@@ -683,13 +650,13 @@ Test(dispatch, handler_overrunning_its_timeout_is_a_failed_attempt_and_serving_g
     body = event_body("NEW_LEAD", D_BOT, "thread-quick", 2, NULL);
     (void)post_event(&x, x.hx_port, body, "stored");
     free(body);
-    cr_assert_eq(wait_count(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE route = 'quick' AND status = 'done'"), 1,
+    cr_assert_eq(h_wait_long(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE route = 'quick' AND status = 'done'"), 1,
                  "no job ran after the timeouts");
 
     /* The abandoned handlers return at last (answering done): that changes nothing. */
-    cr_expect_eq(wait_count(&x, 2, 8000, "SELECT count(*) FROM public.counter_runs"
-                            " WHERE route = 'overrun'"), 2, "the overrunning handlers never "
+    cr_expect_eq(h_wait_long(&x, 2, 8000, "SELECT count(*) FROM public.counter_runs"
+                             " WHERE route = 'overrun'"), 2, "the overrunning handlers never "
                  "returned");
     h_sleep_ms(300);
     expect_job(&x, "overrun", "dead", 2);
@@ -931,8 +898,8 @@ Test(dispatch, jobs_announced_while_sessions_were_killed_run_within_the_poll_int
     t_last = h_now_ms();
     cr_log_info("c13: %ld sessions terminated, %d answers of 503 retried", killed, retried);
 
-    done = wait_count(&x, 20, 2000 + 5000, "SELECT count(*) FROM hookd.jobs"
-                      " WHERE status = 'done'");
+    done = h_wait_long(&x, 20, 2000 + 5000, "SELECT count(*) FROM hookd.jobs"
+                       " WHERE status = 'done'");
     if (done != 20) {
         char *states = h_sql_value(x.hx_db.hd_conninfo, "SELECT string_agg(id || ':' ||"
                                    " status || ':' || attempts || ':' ||"
@@ -973,13 +940,13 @@ Test(dispatch, job_whose_sessions_were_killed_mid_run_is_not_stranded_until_its_
     body = event_body("NEW_MESSAGE", D_BOT, "thread-midrun", 1, NULL);
     (void)post_event(&x, x.hx_port, body, "stored");
     free(body);
-    cr_assert_eq(wait_count(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE status = 'running'"), 1, "the job never started");
+    cr_assert_eq(h_wait_long(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'running'"), 1, "the job never started");
     h_sleep_ms(200);
     killed = kill_sessions(&x);
     cr_assert_gt(killed, 0, "no hookd session to terminate");
-    done = wait_count(&x, 1, 2000 + 5000, "SELECT count(*) FROM hookd.jobs"
-                      " WHERE status = 'done'");
+    done = h_wait_long(&x, 1, 2000 + 5000, "SELECT count(*) FROM hookd.jobs"
+                       " WHERE status = 'done'");
     if (done != 1) {
         char *state = h_sql_value(x.hx_db.hd_conninfo, "SELECT status || ' attempts='"
                                   " || attempts || ' lease_left_s=' || coalesce(round("
@@ -1029,8 +996,8 @@ Test(dispatch, route_added_by_sighup_gets_jobs_for_later_events_only)
     got = routes_of(&x, after);
     cr_expect_str_eq(got, "first,second", "event after the reload: jobs for %s", got);
     free(got);
-    cr_assert_eq(wait_count(&x, 3, 10000, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE status = 'done'"), 3, "not every job ran");
+    cr_assert_eq(h_wait_long(&x, 3, 10000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'done'"), 3, "not every job ran");
     cr_expect_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM public.counter_runs"
                             " WHERE route = 'second' AND event_id = %ld", after), 1);
     h_ctx_finish(&x, NULL, NULL);
@@ -1065,8 +1032,8 @@ Test(dispatch, reload_with_an_unloadable_plugin_keeps_the_old_routes)
     got = routes_of(&x, id);
     cr_expect_str_eq(got, "first", "after a failed reload: jobs for %s", got);
     free(got);
-    cr_assert_eq(wait_count(&x, 1, 10000, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE status = 'done'"), 1, "the old route stopped running");
+    cr_assert_eq(h_wait_long(&x, 1, 10000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'done'"), 1, "the old route stopped running");
     h_ctx_finish(&x, NULL, allowed);
     free((char *)x.hx_cfg.hc_top_extra);
 }

@@ -1709,3 +1709,28 @@ h_suite_fini(void)
         }
     }
 }
+
+
+long
+h_wait_long(struct h_ctx *x, long want, int timeout_ms, const char *fmt, ...)
+{
+    long long deadline = h_now_ms() + timeout_ms;
+    char *sql = NULL;
+    va_list ap;
+    long n;
+    int rc;
+
+    va_start(ap, fmt);
+    rc = vasprintf(&sql, fmt, ap);
+    va_end(ap);
+    cr_assert(rc >= 0);
+    for (;;) {
+        n = h_sql_long(x->hx_db.hd_conninfo, "%s", sql);
+        if (n == want || h_now_ms() >= deadline) {
+            break;
+        }
+        h_sleep_ms(50);
+    }
+    free(sql);
+    return n;
+}

@@ -123,6 +123,14 @@ char *h_sql_value(const char *conninfo, const char *fmt, ...)
 long h_sql_long(const char *conninfo, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/*
+ * Polls a one-number query on x's database (every 50 ms, at most
+ * timeout_ms) until it gives want; returns the last value.
+ */
+struct h_ctx;
+long h_wait_long(struct h_ctx *x, long want, int timeout_ms, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 /* Runs a statement; returns true if it succeeded (does not assert). */
 bool h_sql_try(const char *conninfo, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
