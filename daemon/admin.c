@@ -143,7 +143,12 @@ render_pool(struct admin *a, char **buf, size_t *len)
                         "database, open and busy with a batch.\n"
                         "# TYPE hookd_db_connections gauge\n")
            && metrics_line(buf, len, "hookd_db_connections", "state=\"open\"", open)
-           && metrics_line(buf, len, "hookd_db_connections", "state=\"busy\"", busy);
+           && metrics_line(buf, len, "hookd_db_connections", "state=\"busy\"", busy)
+           && metrics_text(buf, len, "# HELP hookd_db_batches_total Event batches committed, "
+                           "each in one statement and one transaction.\n"
+                           "# TYPE hookd_db_batches_total counter\n")
+           && metrics_line(buf, len, "hookd_db_batches_total", "",
+                           (double)store_batches(a->a_store));
 }
 
 

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,13 +20,19 @@
 
 /* A batch stops growing past this many body bytes (one item always fits). */
 #define STORE_BATCH_BYTES (8u << 20)
+/*
+ * While one writer has a batch in flight, another starts only when the
+ * oldest waiting event has waited this long (or a whole batch waits), so
+ * that under load batches grow instead of splitting into many small
+ * commits, and a slow commit still does not hold everything back.
+ */
+#define STORE_OVERLAP_MS 2
 /* Key of the advisory lock that serialises migrations across instances. */
 #define STORE_MIGRATE_LOCK 0x686f6f6b64LL
 
 enum item_state {
     ITEM_QUEUED = 0,
-    ITEM_TAKEN,
-    ITEM_DONE
+    ITEM_TAKEN
 };
 
 enum exec_status {
@@ -42,6 +49,7 @@ struct writer {
     int w_index;
     atomic_bool w_open;             /* for the metrics: a connection is up */
     atomic_bool w_busy;             /* for the metrics: a batch is in flight */
+    bool w_prepared;                /* insert_events_sql is prepared on w_conn */
 };
 
 struct store {
@@ -49,6 +57,8 @@ struct store {
     pthread_cond_t st_wake;          /* writers wait here for items */
     struct store_item *st_head;
     struct store_item *st_tail;
+    size_t st_queued;                /* items between st_head and st_tail */
+    int st_inflight;                 /* writers with a batch in flight */
     bool st_stopping;
 
     char *st_conninfo;
@@ -62,6 +72,7 @@ struct store {
     atomic_bool st_down_logged;
     _Atomic long long st_heartbeat_ms;
     atomic_ullong st_stored;
+    atomic_ullong st_batches;        /* insert statements committed */
     pthread_mutex_t st_migrate_lock;
 
     struct writer *st_writers;
@@ -73,9 +84,12 @@ struct store {
 
 /*
  * One statement stores a whole batch: the arrays are unnested in order,
- * new keys are inserted, and each input row comes back with its event id
- * and whether it was new. chatbot_id and thread_id are taken from the
- * parsed payload here, so they are the exact text of what was sent.
+ * new keys are inserted, and each input row comes back with its new event
+ * id, or NULL for a duplicate (duplicate_ids() looks those up). chatbot_id
+ * and thread_id are taken from the parsed payload here, so they are the
+ * exact text of what was sent. The statement is prepared once per
+ * connection, so it reads no table whose plan could go stale as the
+ * tables grow from empty: only the inserts' own unique indexes are used.
  */
 static const char insert_events_sql[] =
     "WITH input AS ("
@@ -107,10 +121,9 @@ static const char insert_events_sql[] =
     " ORDER BY ins.id"
     " RETURNING 1"
     ")"
-    " SELECT i.ord, coalesce(ins.id, e.id), ins.id IS NOT NULL,"
+    " SELECT i.ord, ins.id, ins.id IS NOT NULL,"
     "  (SELECT count(pg_notify('hookd_jobs', '')) FROM (SELECT 1 FROM jobs LIMIT 1) j)"
     " FROM input i LEFT JOIN ins ON ins.dedup_key = i.dedup_key"
-    " LEFT JOIN hookd.events e ON ins.id IS NULL AND e.dedup_key = i.dedup_key"
     " ORDER BY i.ord";
 
 static const char insert_quarantine_sql[] =
@@ -189,25 +202,18 @@ db_error_line(PGconn *c, char *buf, size_t cap)
 
 
 /*
- * Runs one statement on a non-blocking connection and waits at most
- * timeout_ms for its answer. On EXEC_OK *ret gets the result (caller
- * clears it). sqlstate (6 bytes) gets the error code of a server refusal.
+ * Waits at most timeout_ms for the answer to what was just sent on a
+ * non-blocking connection. On EXEC_OK *ret gets the result (caller clears
+ * it). sqlstate (6 bytes) gets the error code of a server refusal.
  */
 static enum exec_status
-db_exec(PGconn *c, const char *sql, int n, const char *const *values, const int *lengths,
-        const int *formats, int timeout_ms, PGresult **ret, char *sqlstate)
+db_wait(PGconn *c, int timeout_ms, PGresult **ret, char *sqlstate)
 {
     long long deadline = clock_mono_ms() + timeout_ms;
     PGresult *res;
     PGresult *last = NULL;
     int flushed = 1;
 
-    sqlstate[0] = '\0';
-    if (PQstatus(c) != CONNECTION_OK
-        || !PQsendQueryParams(c, sql, n, NULL, values, lengths, formats, 0))
-    {
-        return EXEC_CONN;
-    }
     /* Send everything, then read until every result is in; all bounded. */
     for (;;) {
         struct pollfd pfd = {PQsocket(c), POLLIN, 0};
@@ -265,6 +271,64 @@ db_exec(PGconn *c, const char *sql, int n, const char *const *values, const int 
 lost:
     PQclear(last);
     return EXEC_CONN;
+}
+
+
+/* Runs one statement (text, parameters apart) and waits for its answer. */
+static enum exec_status
+db_exec(PGconn *c, const char *sql, int n, const char *const *values, const int *lengths,
+        const int *formats, int timeout_ms, PGresult **ret, char *sqlstate)
+{
+    sqlstate[0] = '\0';
+    if (PQstatus(c) != CONNECTION_OK
+        || !PQsendQueryParams(c, sql, n, NULL, values, lengths, formats, 0))
+    {
+        return EXEC_CONN;
+    }
+    return db_wait(c, timeout_ms, ret, sqlstate);
+}
+
+
+/*
+ * Runs the statement prepared as name on this connection, preparing it
+ * first when *prepared is false. The statement is parsed and planned once
+ * per connection instead of once per batch. A pooler may move the session
+ * to a server connection that never saw it (26000): prepared once more.
+ */
+static enum exec_status
+db_exec_prepared(PGconn *c, bool *prepared, const char *name, const char *sql, int n,
+                 const char *const *values, const int *lengths, const int *formats,
+                 int timeout_ms, PGresult **ret, char *sqlstate)
+{
+    enum exec_status es = EXEC_OK;
+
+    for (int attempt = 0; attempt < 2; attempt++) {
+        PGresult *res = NULL;
+
+        sqlstate[0] = '\0';
+        if (!*prepared) {
+            if (PQstatus(c) != CONNECTION_OK || !PQsendPrepare(c, name, sql, n, NULL)) {
+                return EXEC_CONN;
+            }
+            es = db_wait(c, timeout_ms, &res, sqlstate);
+            PQclear(res);
+            if (es != EXEC_OK) {
+                return es;
+            }
+            *prepared = true;
+        }
+        if (PQstatus(c) != CONNECTION_OK
+            || !PQsendQueryPrepared(c, name, n, values, lengths, formats, 0))
+        {
+            return EXEC_CONN;
+        }
+        es = db_wait(c, timeout_ms, ret, sqlstate);
+        if (es == EXEC_OK || strcmp(sqlstate, "26000") != 0) {
+            return es;
+        }
+        *prepared = false;
+    }
+    return es;
 }
 
 
@@ -339,6 +403,63 @@ buf_add_elem(struct buf *b, const char *s, size_t n, bool first)
 
 
 #define EVENT_COLUMNS 9
+/* Element types of the binary arrays (pg_type.oid: text and float8). */
+#define OID_TEXT 25
+#define OID_FLOAT8 701
+
+
+static void
+buf_add_be32(struct buf *b, uint32_t v)
+{
+    unsigned char be[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16),
+                           (unsigned char)(v >> 8), (unsigned char)v};
+
+    buf_add(b, (const char *)be, sizeof(be));
+}
+
+
+/*
+ * Starts a one-dimensional array of n elements in PostgreSQL's binary
+ * format: no quoting or escaping on this side, no text parsing on the
+ * server's. The flags word says whether a NULL follows; it is fixed up by
+ * bin_null().
+ */
+static void
+bin_array_start(struct buf *b, uint32_t elem_oid, size_t n)
+{
+    buf_add_be32(b, 1);              /* dimensions */
+    buf_add_be32(b, 0);              /* flags: has NULLs */
+    buf_add_be32(b, elem_oid);
+    buf_add_be32(b, (uint32_t)n);    /* length of the dimension */
+    buf_add_be32(b, 1);              /* its lower bound */
+}
+
+
+static void
+bin_text(struct buf *b, const char *s, size_t n)
+{
+    if (s == NULL) {
+        buf_add_be32(b, UINT32_MAX);     /* -1: NULL */
+        if (!b->b_failed) {
+            b->b_data[7] = 1;
+        }
+        return;
+    }
+    buf_add_be32(b, (uint32_t)n);
+    buf_add(b, s, n);
+}
+
+
+static void
+bin_float8(struct buf *b, double d)
+{
+    uint64_t bits;
+
+    memcpy(&bits, &d, sizeof(bits));
+    buf_add_be32(b, 8);
+    buf_add_be32(b, (uint32_t)(bits >> 32));
+    buf_add_be32(b, (uint32_t)bits);
+}
 
 
 /* Builds the array parameters of insert_events_sql for items[0..n). */
@@ -346,7 +467,7 @@ static bool
 build_event_arrays(struct store_item **items, size_t n, struct buf cols[EVENT_COLUMNS])
 {
     for (int c = 0; c < EVENT_COLUMNS; c++) {
-        buf_add(&cols[c], "{", 1);
+        bin_array_start(&cols[c], c == 7 ? OID_FLOAT8 : OID_TEXT, n);
     }
     for (size_t i = 0; i < n; i++) {
         const struct store_item *it = items[i];
@@ -354,22 +475,17 @@ build_event_arrays(struct store_item **items, size_t n, struct buf cols[EVENT_CO
             it->si_dedup_key, it->si_event_type, (const char *)it->si_body, it->si_scheme,
             it->si_endpoint, it->si_delivery_id, it->si_remote_addr
         };
-        char when[32];
 
         for (int c = 0; c < 7; c++) {
             size_t len = c == 2 ? it->si_body_len : text[c] ? strlen(text[c]) : 0;
 
-            buf_add_elem(&cols[c], text[c], len, i == 0);
+            bin_text(&cols[c], text[c], len);
         }
-        snprintf(when, sizeof(when), "%s%lld.%06lld", i == 0 ? "" : ",",
-                 (long long)(it->si_received_us / 1000000),
-                 (long long)(it->si_received_us % 1000000));
-        buf_add(&cols[7], when, strlen(when));
-        buf_add_elem(&cols[8], it->si_routes, it->si_routes ? strlen(it->si_routes) : 0,
-                     i == 0);
+        bin_float8(&cols[7], (double)(it->si_received_us / 1000000)
+                             + (double)(it->si_received_us % 1000000) / 1e6);
+        bin_text(&cols[8], it->si_routes, it->si_routes ? strlen(it->si_routes) : 0);
     }
     for (int c = 0; c < EVENT_COLUMNS; c++) {
-        buf_add(&cols[c], "}", 1);
         if (cols[c].b_failed) {
             return false;
         }
@@ -379,9 +495,9 @@ build_event_arrays(struct store_item **items, size_t n, struct buf cols[EVENT_CO
 
 
 /*
- * A duplicate whose first copy was committed by another writer while this
- * statement ran has no id yet (the statement's snapshot predates it). One
- * more read, with a fresh snapshot, finds it; best effort.
+ * Duplicates come back from the insert without their first copy's id. One
+ * more read, with a fresh snapshot (so it also sees a first copy another
+ * writer committed while the insert ran), finds it; best effort.
  */
 static void
 duplicate_ids(struct store *st, PGconn *c, struct store_item **items, size_t n)
@@ -422,10 +538,14 @@ duplicate_ids(struct store *st, PGconn *c, struct store_item **items, size_t n)
 
 /* Inserts events items[0..n) in one statement and fills their results. */
 static enum exec_status
-write_events(struct store *st, PGconn *c, struct store_item **items, size_t n, char *sqlstate)
+write_events(struct writer *w, struct store_item **items, size_t n, char *sqlstate)
 {
+    struct store *st = w->w_store;
+    PGconn *c = w->w_conn;
     struct buf cols[EVENT_COLUMNS];
     const char *values[EVENT_COLUMNS];
+    int lengths[EVENT_COLUMNS];
+    int formats[EVENT_COLUMNS];
     PGresult *res = NULL;
     enum exec_status es;
 
@@ -437,12 +557,16 @@ write_events(struct store *st, PGconn *c, struct store_item **items, size_t n, c
     }
     for (int i = 0; i < EVENT_COLUMNS; i++) {
         values[i] = cols[i].b_data;
+        lengths[i] = (int)cols[i].b_len;
+        formats[i] = 1;
     }
-    es = db_exec(c, insert_events_sql, EVENT_COLUMNS, values, NULL, NULL,
-                 st->st_query_timeout * 1000, &res, sqlstate);
+    es = db_exec_prepared(c, &w->w_prepared, "hookd_insert_events", insert_events_sql,
+                          EVENT_COLUMNS, values, lengths, formats, st->st_query_timeout * 1000,
+                          &res, sqlstate);
     if (es != EXEC_OK) {
         goto out;
     }
+    atomic_fetch_add(&st->st_batches, 1);
     if ((size_t)PQntuples(res) != n) {
         es = EXEC_OTHER;
         goto out;
@@ -512,13 +636,15 @@ write_quarantine(struct store *st, PGconn *c, struct store_item *it, char *sqlst
  * quarantine with the refusal as its reason.
  */
 static enum exec_status
-write_events_one_by_one(struct store *st, PGconn *c, struct store_item **items, size_t n)
+write_events_one_by_one(struct writer *w, struct store_item **items, size_t n)
 {
+    struct store *st = w->w_store;
+    PGconn *c = w->w_conn;
     char sqlstate[6];
 
     for (size_t i = 0; i < n; i++) {
         struct store_item *it = items[i];
-        enum exec_status es = write_events(st, c, &items[i], 1, sqlstate);
+        enum exec_status es = write_events(w, &items[i], 1, sqlstate);
 
         if (es == EXEC_DATA) {
             char reason[64];
@@ -603,6 +729,7 @@ writer_connect(struct writer *w)
         return true;
     }
     PQfinish(w->w_conn);
+    w->w_prepared = false;
     w->w_conn = db_connect(st->st_conninfo, st->st_connect_timeout, st->st_query_timeout);
     if (w->w_conn == NULL || PQstatus(w->w_conn) != CONNECTION_OK) {
         mark_down(st, db_error_line(w->w_conn, msg, sizeof(msg)));
@@ -643,9 +770,9 @@ writer_run_batch(struct writer *w, struct store_item **items, size_t n)
         if (!writer_connect(w)) {
             return;
         }
-        es = nevents > 0 ? write_events(st, w->w_conn, events, nevents, sqlstate) : EXEC_OK;
+        es = nevents > 0 ? write_events(w, events, nevents, sqlstate) : EXEC_OK;
         if (es == EXEC_DATA) {
-            es = write_events_one_by_one(st, w->w_conn, events, nevents);
+            es = write_events_one_by_one(w, events, nevents);
         }
         for (size_t i = 0; es == EXEC_OK && i < n; i++) {
             if (items[i]->si_kind == STORE_QUARANTINE) {
@@ -677,6 +804,16 @@ writer_run_batch(struct writer *w, struct store_item **items, size_t n)
 }
 
 
+/* Called locked: whether an idle writer should take a batch now. */
+static bool
+writer_may_start(const struct store *st)
+{
+    return st->st_head != NULL
+           && (st->st_inflight == 0 || st->st_queued >= (size_t)st->st_max_batch
+               || clock_mono_ms() - st->st_head->si_queued_ms >= STORE_OVERLAP_MS);
+}
+
+
 static void *
 writer_main(void *arg)
 {
@@ -689,8 +826,15 @@ writer_main(void *arg)
         size_t n = 0;
         size_t bytes = 0;
 
-        while (st->st_head == NULL && !st->st_stopping) {
-            pthread_cond_wait(&st->st_wake, &st->st_lock);
+        while (!st->st_stopping && !writer_may_start(st)) {
+            if (st->st_head == NULL) {
+                pthread_cond_wait(&st->st_wake, &st->st_lock);
+            } else {
+                struct timespec until = clock_mono_after(st->st_head->si_queued_ms
+                                                         + STORE_OVERLAP_MS - clock_mono_ms());
+
+                (void)pthread_cond_timedwait(&st->st_wake, &st->st_lock, &until);
+            }
         }
         if (st->st_head == NULL) {
             break;
@@ -717,6 +861,8 @@ writer_main(void *arg)
         if (st->st_head == NULL) {
             st->st_tail = NULL;
         }
+        st->st_queued -= n;
+        st->st_inflight++;
         pthread_mutex_unlock(&st->st_lock);
 
         atomic_store(&w->w_busy, true);
@@ -725,11 +871,18 @@ writer_main(void *arg)
         atomic_store(&w->w_open, w->w_conn != NULL);
 
         pthread_mutex_lock(&st->st_lock);
+        st->st_inflight--;
+        pthread_mutex_unlock(&st->st_lock);
+        /*
+         * Each waiter is woken on its own semaphore, outside the queue's
+         * lock, so that the woken threads do not all queue up for it. An
+         * item belongs to its submitter again once posted.
+         */
         for (size_t i = 0; i < n; i++) {
-            batch[i]->si_state = ITEM_DONE;
-            pthread_cond_signal(&batch[i]->si_cond);
+            sem_post(&batch[i]->si_done);
         }
         free(batch);
+        pthread_mutex_lock(&st->st_lock);
     }
     pthread_mutex_unlock(&st->st_lock);
     PQfinish(w->w_conn);
@@ -743,7 +896,6 @@ store_submit(struct store *st, struct store_item *item)
 {
     long long wait_ms = (long long)(st->st_connect_timeout + st->st_query_timeout) * 1000 + 1000;
     struct timespec deadline;
-    pthread_condattr_t attr;
 
     item->si_result = STORE_UNAVAILABLE;
     item->si_id = 0;
@@ -751,37 +903,49 @@ store_submit(struct store *st, struct store_item *item)
     if (!atomic_load(&st->st_healthy) && clock_mono_ms() < atomic_load(&st->st_retry_at_ms)) {
         return STORE_UNAVAILABLE;
     }
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&item->si_cond, &attr);
-    pthread_condattr_destroy(&attr);
+    if (sem_init(&item->si_done, 0, 0) != 0) {
+        return STORE_UNAVAILABLE;
+    }
     deadline = clock_mono_after(wait_ms);
 
     pthread_mutex_lock(&st->st_lock);
     if (st->st_stopping) {
         pthread_mutex_unlock(&st->st_lock);
-        pthread_cond_destroy(&item->si_cond);
+        sem_destroy(&item->si_done);
         return STORE_UNAVAILABLE;
     }
     item->si_state = ITEM_QUEUED;
     item->si_next = NULL;
+    item->si_queued_ms = clock_mono_ms();
+    /*
+     * Wake a writer when one can start now, or when the queue was empty, so
+     * that a writer waiting for more than one batch at a time sets its timer.
+     */
+    if (st->st_tail == NULL || st->st_inflight == 0
+        || st->st_queued + 1 >= (size_t)st->st_max_batch)
+    {
+        pthread_cond_signal(&st->st_wake);
+    }
     if (st->st_tail != NULL) {
         st->st_tail->si_next = item;
     } else {
         st->st_head = item;
     }
     st->st_tail = item;
-    pthread_cond_signal(&st->st_wake);
+    st->st_queued++;
+    pthread_mutex_unlock(&st->st_lock);
 
-    while (item->si_state != ITEM_DONE) {
-        int rc = pthread_cond_timedwait(&item->si_cond, &st->st_lock, &deadline);
-
+    while (sem_clockwait(&item->si_done, CLOCK_MONOTONIC, &deadline) != 0) {
+        if (errno != ETIMEDOUT) {
+            continue;                   /* EINTR */
+        }
         /*
          * Past the deadline an item still queued is withdrawn. One a writer
          * has taken is waited for: the writer's own timeouts bound it and it
          * still points into this item.
          */
-        if (rc == ETIMEDOUT && item->si_state == ITEM_QUEUED) {
+        pthread_mutex_lock(&st->st_lock);
+        if (item->si_state == ITEM_QUEUED) {
             struct store_item **pp = &st->st_head;
             struct store_item *prev = NULL;
 
@@ -793,12 +957,18 @@ store_submit(struct store *st, struct store_item *item)
             if (st->st_tail == item) {
                 st->st_tail = prev;
             }
+            st->st_queued--;
+            pthread_mutex_unlock(&st->st_lock);
             item->si_result = STORE_UNAVAILABLE;
             break;
         }
+        pthread_mutex_unlock(&st->st_lock);
+        while (sem_wait(&item->si_done) != 0) {
+            /* EINTR only */
+        }
+        break;
     }
-    pthread_mutex_unlock(&st->st_lock);
-    pthread_cond_destroy(&item->si_cond);
+    sem_destroy(&item->si_done);
     return item->si_result;
 }
 
@@ -814,6 +984,13 @@ unsigned long long
 store_events_stored(struct store *st)
 {
     return atomic_load(&st->st_stored);
+}
+
+
+unsigned long long
+store_batches(struct store *st)
+{
+    return atomic_load(&st->st_batches);
 }
 
 
@@ -900,12 +1077,12 @@ store_start(const struct cfg *cfg, struct store **ret, char *err, size_t errlen)
     }
     pthread_mutex_init(&st->st_lock, NULL);
     pthread_mutex_init(&st->st_migrate_lock, NULL);
-    pthread_cond_init(&st->st_wake, NULL);
     {
         pthread_condattr_t attr;
 
         pthread_condattr_init(&attr);
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&st->st_wake, &attr);
         pthread_cond_init(&st->st_monitor_wake, &attr);
         pthread_condattr_destroy(&attr);
     }

@@ -22,6 +22,7 @@
 #define HOOKD_STORE_H
 
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -66,7 +67,8 @@ struct store_item {
 
     /* Owned by the store while submitted. */
     int si_state;
-    pthread_cond_t si_cond;
+    long long si_queued_ms;        /* monotonic */
+    sem_t si_done;                 /* posted by the writer when done */
     struct store_item *si_next;
 };
 
@@ -93,6 +95,12 @@ bool store_ready(struct store *st);
  */
 long long store_heartbeat_ms(struct store *st);
 unsigned long long store_events_stored(struct store *st);
+
+/*
+ * Insert statements committed, each one batch of events (new events and
+ * duplicates) in one transaction; events divided by this is the mean batch.
+ */
+unsigned long long store_batches(struct store *st);
 
 /* Writer connections open, and writers busy with a batch right now. */
 void store_connections(struct store *st, int *ret_open, int *ret_busy);
