@@ -380,8 +380,11 @@ drain_some(struct http *h, struct mg_connection *conn, const struct mg_request_i
 }
 
 
-/* The dedup key: the sender's delivery id when there is one, else the body's hash. */
-static void
+/*
+ * The dedup key: the sender's delivery id when there is one, else the
+ * body's hash. False only when OpenSSL could not hash.
+ */
+static bool
 dedup_key(const struct cfg_endpoint *ep, struct header_ctx *hc, const unsigned char *body,
           size_t len, char *out, size_t cap, const char **ret_delivery_id)
 {
@@ -397,12 +400,15 @@ dedup_key(const struct cfg_endpoint *ep, struct header_ctx *hc, const unsigned c
     if (id != NULL && *id != '\0' && strlen(id) <= HTTP_MAX_DELIVERY_ID) {
         snprintf(out, cap, "id:%s:%s", ep->ce_path, id);
         *ret_delivery_id = id;
-        return;
+        return true;
     }
-    SHA256(body, len, digest);
+    *ret_delivery_id = NULL;
+    if (!verify_sha256(body, len, digest)) {
+        return false;
+    }
     codec_hex_encode(digest, sizeof(digest), hex);
     snprintf(out, cap, "sha256:%s", hex);
-    *ret_delivery_id = NULL;
+    return true;
 }
 
 
@@ -457,7 +463,11 @@ store_event(struct http *h, struct mg_connection *conn, const struct mg_request_
 
     memset(&item, 0, sizeof(item));
     item.si_kind = STORE_EVENT;
-    dedup_key(ep, &hc, body, len, key, sizeof(key), &item.si_delivery_id);
+    if (!dedup_key(ep, &hc, body, len, key, sizeof(key), &item.si_delivery_id)) {
+        log_error("could not hash the body for its dedup key endpoint=%s", ep->ce_path);
+        respond_unavailable(conn, cfg);
+        return 503;
+    }
     item.si_dedup_key = key;
     item.si_event_type = ev->be_type;
     /* Room for every route name: whatever matches fits. */

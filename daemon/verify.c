@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <pthread.h>
+
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/sha.h>
 
 #include "codec.h"
@@ -49,40 +51,70 @@ verify_result_name(enum verify_result r)
 }
 
 
+/*
+ * SHA-256 is fetched from OpenSSL's provider once. The one-shot calls that
+ * fetch it by name take a lock shared by every thread on each call, which
+ * the webhook path would pay two or three times per request.
+ */
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static EVP_MD *sha256_md;
+
+
+static void
+sha256_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+}
+
+
+bool
+verify_sha256(const void *data, size_t len, unsigned char out[VERIFY_MAC_LEN])
+{
+    pthread_once(&sha256_once, sha256_fetch);
+    return sha256_md != NULL && EVP_Digest(data, len, out, NULL, sha256_md, NULL);
+}
+
+
+/* HMAC as RFC 2104 builds it on the hash: H(K^opad || H(K^ipad || text)). */
 bool
 verify_hmac_sha256(const unsigned char *key, size_t key_len,
                    const void *const parts[], const size_t lens[], size_t n,
                    unsigned char out[VERIFY_MAC_LEN])
 {
-    EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
-    EVP_MAC_CTX *ctx = NULL;
-    OSSL_PARAM params[2];
-    size_t out_len = 0;
-    bool ok = false;
+    enum { BLOCK = 64 };
+    unsigned char k[BLOCK] = {0};
+    unsigned char pad[BLOCK];
+    unsigned char inner[VERIFY_MAC_LEN];
+    EVP_MD_CTX *ctx;
+    bool ok;
 
-    if (mac == NULL) {
+    pthread_once(&sha256_once, sha256_fetch);
+    if (sha256_md == NULL || (ctx = EVP_MD_CTX_new()) == NULL) {
         return false;
     }
-    ctx = EVP_MAC_CTX_new(mac);
-    if (ctx == NULL) {
-        goto out;
+    if (key_len > BLOCK) {
+        ok = EVP_Digest(key, key_len, k, NULL, sha256_md, NULL);
+    } else {
+        memcpy(k, key, key_len);
+        ok = true;
     }
-    params[0] = OSSL_PARAM_construct_utf8_string("digest", (char *)"SHA256", 0);
-    params[1] = OSSL_PARAM_construct_end();
-    /* An empty key is legal HMAC; OpenSSL wants a non-NULL pointer for it. */
-    if (!EVP_MAC_init(ctx, key_len > 0 ? key : (const unsigned char *)"", key_len,
-                      params)) {
-        goto out;
+    for (int i = 0; i < BLOCK; i++) {
+        pad[i] = k[i] ^ 0x36;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (lens[i] > 0 && !EVP_MAC_update(ctx, parts[i], lens[i])) {
-            goto out;
-        }
+    ok = ok && EVP_DigestInit_ex(ctx, sha256_md, NULL) && EVP_DigestUpdate(ctx, pad, BLOCK);
+    for (size_t i = 0; ok && i < n; i++) {
+        ok = lens[i] == 0 || EVP_DigestUpdate(ctx, parts[i], lens[i]);
     }
-    ok = EVP_MAC_final(ctx, out, &out_len, VERIFY_MAC_LEN) && out_len == VERIFY_MAC_LEN;
-out:
-    EVP_MAC_CTX_free(ctx);
-    EVP_MAC_free(mac);
+    ok = ok && EVP_DigestFinal_ex(ctx, inner, NULL);
+    for (int i = 0; i < BLOCK; i++) {
+        pad[i] = k[i] ^ 0x5c;
+    }
+    ok = ok && EVP_DigestInit_ex(ctx, sha256_md, NULL) && EVP_DigestUpdate(ctx, pad, BLOCK)
+         && EVP_DigestUpdate(ctx, inner, sizeof(inner)) && EVP_DigestFinal_ex(ctx, out, NULL);
+    EVP_MD_CTX_free(ctx);
+    OPENSSL_cleanse(k, sizeof(k));
+    OPENSSL_cleanse(pad, sizeof(pad));
+    OPENSSL_cleanse(inner, sizeof(inner));
     return ok;
 }
 
@@ -268,11 +300,12 @@ token_matches(const struct verify_policy *p, const char *token)
     unsigned char got[SHA256_DIGEST_LENGTH];
     bool found = false;
 
-    SHA256((const unsigned char *)token, strlen(token), got);
+    if (!verify_sha256(token, strlen(token), got)) {
+        return false;
+    }
     for (size_t i = 0; i < p->vp_nsecrets; i++) {
-        SHA256((const unsigned char *)p->vp_secrets[i].vs_text, p->vp_secrets[i].vs_text_len,
-               want);
-        found |= codec_equal_ct(want, got, sizeof(want));
+        found |= verify_sha256(p->vp_secrets[i].vs_text, p->vp_secrets[i].vs_text_len, want)
+                 && codec_equal_ct(want, got, sizeof(want));
     }
     return found;
 }

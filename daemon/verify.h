@@ -110,6 +110,9 @@ enum verify_result verify_check(const struct verify_policy *policy,
 /* Stable lowercase name of a result, for logs and metrics. */
 const char *verify_result_name(enum verify_result r);
 
+/* SHA-256 of data; out gets 32 bytes. Returns false only if OpenSSL fails. */
+bool verify_sha256(const void *data, size_t len, unsigned char out[VERIFY_MAC_LEN]);
+
 /*
  * HMAC-SHA256 of the concatenation of n parts under key; out gets 32
  * bytes. Returns false only if OpenSSL fails.
