@@ -39,6 +39,9 @@ struct worker {
     char *w_handler_db_info;
     struct worker *w_next;
 
+    /* w_job's attempt is done, to be recorded with the next claim. */
+    bool w_done_pending;
+
     /* Under d_lock: what the supervisor needs to time the attempt out. */
     bool w_busy;
     bool w_abandoned;
@@ -72,6 +75,7 @@ struct dispatch {
     int d_poll_ms;
     int d_lease_s;
     long long d_renewed_ms;
+    long long d_stats_checked_ms;   /* see DISPATCH_STATS_CHECK_MS */
 
     pthread_mutex_t d_lock;
     pthread_cond_t d_wake;
@@ -88,8 +92,27 @@ struct dispatch {
     PGconn *d_listen_conn;
 };
 
+/*
+ * A claim normally takes well under a millisecond: it walks the runnable
+ * jobs in order and stops at the first free one. When hookd.jobs grew fast
+ * since PostgreSQL last sampled it (a backlog piling up while no worker
+ * ran), the planner, still believing the table small, may read every
+ * pending job for each one it considers, and with several workers skipping
+ * each other's rows a claim takes seconds or more. Autovacuum fixes the
+ * statistics eventually (within a minute, by default, once a tenth of the
+ * table changed); hookd does not wait for it: before its workers start, and
+ * every DISPATCH_STATS_CHECK_MS after, it analyzes hookd.jobs itself when
+ * more than a fifth of it (and at least 1000 rows) changed since the last
+ * analyze.
+ */
+#define DISPATCH_STATS_CHECK_MS 10000
+
 static const char claim_sql[] =
-    "WITH cand AS ("
+    "WITH done AS ("
+    " UPDATE hookd.jobs SET status = 'done', finished_at = now(), updated_at = now(),"
+    "  lease_until = NULL, last_error = NULL, output = $6"
+    " WHERE id = $4::bigint AND attempts = $5::integer AND (status = 'running') IS TRUE"
+    "), cand AS ("
     " SELECT j.id FROM hookd.jobs j"
     " WHERE j.route = ANY($1::text[])"
     "  AND ((j.status = 'pending' AND j.run_at <= now())"
@@ -107,27 +130,34 @@ static const char claim_sql[] =
     " RETURNING j.id, j.route, j.attempts, e.id, e.event_type, e.chatbot_id, e.thread_id,"
     "  e.raw_body, (extract(epoch FROM e.received_at) * 1000000)::bigint";
 
-/* Results are fenced by the attempt: a job someone else reclaimed is left alone. */
+/*
+ * Results are fenced by the attempt: a job someone else reclaimed is left
+ * alone. These statements are prepared, so their plan is made once for any
+ * id; the status test is written "(...) IS TRUE" so that no index on status
+ * can serve it, and the row is always found by its primary key. (Planned
+ * generically, "status = 'running'" alone let the planner walk the status
+ * index, dead entries of every job that ever ran included.)
+ */
 static const char done_sql[] =
     "UPDATE hookd.jobs SET status = 'done', finished_at = now(), updated_at = now(),"
     " lease_until = NULL, last_error = NULL, output = $3"
-    " WHERE id = $1 AND attempts = $2 AND status = 'running'";
+    " WHERE id = $1 AND attempts = $2 AND (status = 'running') IS TRUE";
 
 static const char retry_sql[] =
     "UPDATE hookd.jobs SET status = 'pending', updated_at = now(), lease_until = NULL,"
     " run_at = now() + make_interval(secs => $3::float8 / 1000), last_error = $4,"
     " output = $5"
-    " WHERE id = $1 AND attempts = $2 AND status = 'running'";
+    " WHERE id = $1 AND attempts = $2 AND (status = 'running') IS TRUE";
 
 static const char dead_sql[] =
     "UPDATE hookd.jobs SET status = 'dead', finished_at = now(), updated_at = now(),"
     " lease_until = NULL, last_error = $3, output = $4"
-    " WHERE id = $1 AND attempts = $2 AND status = 'running'";
+    " WHERE id = $1 AND attempts = $2 AND (status = 'running') IS TRUE";
 
 static const char release_sql[] =
     "UPDATE hookd.jobs SET status = 'pending', attempts = attempts - 1, updated_at = now(),"
     " lease_until = NULL, run_at = now(), last_error = 'released at shutdown'"
-    " WHERE id = $1 AND attempts = $2 AND status = 'running'";
+    " WHERE id = $1 AND attempts = $2 AND (status = 'running') IS TRUE";
 
 
 long long
@@ -225,12 +255,37 @@ conn_usable(PGconn **c, const char *conninfo)
 
 
 /*
+ * Runs a statement prepared under name on c, preparing it first when this
+ * connection (new, or a pooler's other server connection) does not have
+ * it. Claims and results run thousands of times a second under load; a
+ * prepared statement is not parsed and planned again each time.
+ */
+static PGresult *
+exec_prepared(PGconn *c, const char *name, const char *sql, int n, const char *const *values)
+{
+    PGresult *res = PQexecPrepared(c, name, n, values, NULL, NULL, 0);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+
+    if (state != NULL && strcmp(state, "26000") == 0) {
+        PQclear(res);
+        res = PQprepare(c, name, sql, n, NULL);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            return res;
+        }
+        PQclear(res);
+        res = PQexecPrepared(c, name, n, values, NULL, NULL, 0);
+    }
+    return res;
+}
+
+
+/*
  * Runs a result update, on a fresh connection when the old one turned out
  * dead (the updates are fenced by attempt, so repeating one is harmless).
  * False when it could not be recorded; the lease then brings the job back.
  */
 static bool
-update_job(PGconn **c, const char *conninfo, const char *sql, int n,
+update_job(PGconn **c, const char *conninfo, const char *name, const char *sql, int n,
            const char *const *values, long long job)
 {
     for (int tries = 0; tries < 2; tries++) {
@@ -240,7 +295,7 @@ update_job(PGconn **c, const char *conninfo, const char *sql, int n,
         if (conn_usable(c, conninfo) == NULL) {
             break;
         }
-        res = PQexecParams(*c, sql, n, NULL, values, NULL, NULL, 0);
+        res = exec_prepared(*c, name, sql, n, values);
         ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         if (!ok && (tries == 1 || PQstatus(*c) == CONNECTION_OK)) {
             const char *msg = PQresultErrorMessage(res);
@@ -280,14 +335,14 @@ record_failure(PGconn **c, const char *conninfo, long long job, int attempt, int
     if (attempt >= max_attempts) {
         const char *dvals[4] = {id, att, reason, output};
 
-        if (update_job(c, conninfo, dead_sql, 4, dvals, job)) {
+        if (update_job(c, conninfo, "hookd_job_dead", dead_sql, 4, dvals, job)) {
             log_warning("job dead %s job=%lld route=%s attempt=%d reason=\"%s\"",
                         attempt == max_attempts_configured ? "after its last attempt"
                         : "(failed for good)", job, route, attempt, reason);
         }
         return;
     }
-    if (update_job(c, conninfo, retry_sql, 5, vals, job)) {
+    if (update_job(c, conninfo, "hookd_job_retry", retry_sql, 5, vals, job)) {
         log_info("job will retry job=%lld route=%s attempt=%d delay_ms=%ld reason=\"%s\"", job,
                  route, attempt, delay_ms, reason);
     }
@@ -789,11 +844,8 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
     snprintf(id, sizeof(id), "%lld", w->w_job);
     snprintf(att, sizeof(att), "%d", w->w_attempt);
     if (outcome == HOOKD_DONE) {
-        const char *vals[3] = {id, att, w->w_output_len ? w->w_output : NULL};
-
-        if (update_job(&w->w_conn, d->d_conninfo, done_sql, 3, vals, w->w_job)) {
-            atomic_fetch_add(&d->d_done_count, 1);
-        }
+        /* Recorded by the next claim (worker_main), or by flush_done(). */
+        w->w_done_pending = true;
         log_info("job done job=%lld route=%s event=%lld attempt=%d ms=%lld", w->w_job,
                  w->w_route, w->w_event, w->w_attempt, clock_mono_ms() - started);
     } else {
@@ -818,6 +870,27 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
 }
 
 
+/* Records the worker's finished job on its own, when no claim will carry it. */
+static void
+flush_done(struct worker *w)
+{
+    char id[24], att[16];
+    const char *vals[3] = {id, att, w->w_output_len ? w->w_output : NULL};
+
+    if (!w->w_done_pending) {
+        return;
+    }
+    w->w_done_pending = false;
+    snprintf(id, sizeof(id), "%lld", w->w_job);
+    snprintf(att, sizeof(att), "%d", w->w_attempt);
+    if (update_job(&w->w_conn, w->w_d->d_conninfo, "hookd_job_done", done_sql, 3, vals,
+                   w->w_job))
+    {
+        atomic_fetch_add(&w->w_d->d_done_count, 1);
+    }
+}
+
+
 static void *
 worker_main(void *arg)
 {
@@ -829,7 +902,8 @@ worker_main(void *arg)
 
     while (keep) {
         const struct cfg *cfg;
-        const char *vals[3] = {routes, lease, d->d_me};
+        char done_id[24], done_att[16];
+        const char *vals[6] = {routes, lease, d->d_me, NULL, NULL, NULL};
         PGresult *res;
         bool stopping;
 
@@ -842,37 +916,58 @@ worker_main(void *arg)
         cfg = cfg_get(d->d_cfgs);
         if (cfg->cf_nroutes == 0) {
             cfg_put(d->d_cfgs, cfg);
+            flush_done(w);
             worker_idle(d, d->d_poll_ms);
             continue;
         }
         if (conn_usable(&w->w_conn, d->d_conninfo) == NULL) {
             cfg_put(d->d_cfgs, cfg);
+            flush_done(w);
             worker_idle(d, 1000);
             continue;
         }
         routes_literal(cfg, routes, sizeof(routes));
         /* The supervisor renews the leases of running jobs, so this can be short. */
         snprintf(lease, sizeof(lease), "%d", d->d_lease_s);
-        res = PQexecParams(w->w_conn, claim_sql, 3, NULL, vals, NULL, NULL, 0);
+        if (w->w_done_pending) {
+            snprintf(done_id, sizeof(done_id), "%lld", w->w_job);
+            snprintf(done_att, sizeof(done_att), "%d", w->w_attempt);
+            vals[3] = done_id;
+            vals[4] = done_att;
+            vals[5] = w->w_output_len ? w->w_output : NULL;
+        }
+        res = exec_prepared(w->w_conn, "hookd_claim", claim_sql, 6, vals);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             const char *msg = PQresultErrorMessage(res);
 
             log_warning("could not claim a job reason=\"%.*s\"", (int)strcspn(msg, "\n"), msg);
             PQclear(res);
             cfg_put(d->d_cfgs, cfg);
+            flush_done(w);
             worker_idle(d, 1000);
             continue;
+        }
+        if (w->w_done_pending) {
+            w->w_done_pending = false;
+            atomic_fetch_add(&d->d_done_count, 1);
         }
         if (PQntuples(res) == 0) {
             PQclear(res);
             cfg_put(d->d_cfgs, cfg);
-            worker_idle(d, next_due_ms(w, routes, d->d_poll_ms));
+            /*
+             * The claim that recorded a job done could not see the next job
+             * of that conversation yet (one snapshot): look once more first.
+             */
+            if (vals[3] == NULL) {
+                worker_idle(d, next_due_ms(w, routes, d->d_poll_ms));
+            }
             continue;
         }
         keep = worker_run(w, cfg, res);
         PQclear(res);
         cfg_put(d->d_cfgs, cfg);
     }
+    flush_done(w);
 
     PQfinish(w->w_conn);
     PQfinish(w->w_handler_db);
@@ -1023,6 +1118,41 @@ wake_all(struct dispatch *d)
 }
 
 
+/* See DISPATCH_STATS_CHECK_MS. Runs on the listener thread, or before it starts. */
+static void
+keep_statistics(struct dispatch *d, PGconn *c)
+{
+    PGresult *res;
+    long long changed, rows;
+
+    d->d_stats_checked_ms = clock_mono_ms();
+    res = PQexec(c, "SELECT s.n_mod_since_analyze, greatest(c.reltuples, 0)::bigint"
+                 " FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
+                 " WHERE s.relid = 'hookd.jobs'::regclass");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        PQclear(res);
+        return;
+    }
+    changed = atoll(PQgetvalue(res, 0, 0));
+    rows = atoll(PQgetvalue(res, 0, 1));
+    PQclear(res);
+    if (changed < 1000 || changed * 5 < rows) {
+        return;
+    }
+    res = PQexec(c, "ANALYZE hookd.jobs");
+    if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+        log_info("refreshed the planner's statistics of hookd.jobs changed=%lld rows_before=%lld"
+                 " ms=%lld", changed, rows, clock_mono_ms() - d->d_stats_checked_ms);
+    } else {
+        const char *msg = PQresultErrorMessage(res);
+
+        log_warning("could not analyze hookd.jobs reason=\"%.*s\"", (int)strcspn(msg, "\n"),
+                    msg);
+    }
+    PQclear(res);
+}
+
+
 static void *
 listener_main(void *arg)
 {
@@ -1088,6 +1218,11 @@ listener_main(void *arg)
         }
         supervise(d);
         renew_leases(d);
+        if (d->d_listen_conn != NULL
+            && clock_mono_ms() - d->d_stats_checked_ms >= DISPATCH_STATS_CHECK_MS)
+        {
+            keep_statistics(d, d->d_listen_conn);
+        }
         atomic_store(&d->d_heartbeat_ms, clock_mono_ms());
     }
     return NULL;
@@ -1126,6 +1261,15 @@ dispatch_start(struct cfg_holder *cfgs, const char *conninfo, struct api *api,
     pthread_cond_init(&d->d_done, &attr);
     pthread_condattr_destroy(&attr);
 
+    if (workers > 0) {
+        PGconn *c = connect_db(d->d_conninfo);
+
+        /* Not reachable now: the listener checks once it connects. */
+        if (c != NULL) {
+            keep_statistics(d, c);
+            PQfinish(c);
+        }
+    }
     pthread_mutex_lock(&d->d_lock);
     for (int i = 0; i < workers; i++) {
         if (worker_spawn(d) < 0) {
@@ -1205,7 +1349,7 @@ dispatch_stop(struct dispatch *d, int grace_ms)
             snprintf(id, sizeof(id), "%lld", w->w_job);
             snprintf(att, sizeof(att), "%d", w->w_attempt);
             if (c != NULL) {
-                (void)update_job(&c, d->d_conninfo, release_sql, 2, vals, w->w_job);
+                (void)update_job(&c, d->d_conninfo, "hookd_job_release", release_sql, 2, vals, w->w_job);
                 PQfinish(c);
             }
             log_notice("job handed back to the queue at shutdown job=%lld route=%s", w->w_job,

@@ -1037,3 +1037,54 @@ Test(dispatch, reload_with_an_unloadable_plugin_keeps_the_old_routes)
     h_ctx_finish(&x, NULL, allowed);
     free((char *)x.hx_cfg.hc_top_extra);
 }
+
+
+/*
+ * A backlog that piled up after PostgreSQL last sampled hookd.jobs (here:
+ * sampled while it held only finished jobs of another route) leaves the
+ * planner with statistics under which two workers' claims take seconds
+ * each. hookd analyzes the table itself before its workers start, once, and
+ * dispatch runs at its usual pace.
+ */
+Test(dispatch, backlog_after_stale_statistics_is_analyzed_before_workers_claim)
+{
+    static const char routes[] = "{ name = \"bench\"; handler = \"counter\"; }";
+    struct h_ctx x;
+    long done;
+
+    setup(&x, "stale_stats", dispatch_text(NULL, 2, 100, 300, routes));
+    h_ctx_start(&x);
+    cr_assert(h_sql_try(x.hx_db.hd_conninfo,
+                        "ALTER TABLE hookd.jobs SET (autovacuum_enabled = false);"
+                        "INSERT INTO hookd.events (dedup_key, event_type, chatbot_id, thread_id,"
+                        " raw_body, payload, scheme, endpoint)"
+                        " SELECT 'old' || g, 'NEW_MESSAGE', 'c', 'old' || g, '{}', '{}', 'x', '/w'"
+                        " FROM generate_series(1, 200) g;"
+                        "INSERT INTO hookd.jobs (event_id, route, conversation, status)"
+                        " SELECT id, 'old', 'c/' || thread_id, 'done' FROM hookd.events;"
+                        "ANALYZE hookd.jobs;"));
+    /* The backlog piles up while no instance runs. */
+    cr_assert_eq(h_daemon_stop(&x.hx_daemon), 0);
+    cr_assert(h_sql_try(x.hx_db.hd_conninfo,
+                        "WITH e AS (INSERT INTO hookd.events (dedup_key, event_type, chatbot_id,"
+                        " thread_id, raw_body, payload, scheme, endpoint)"
+                        " SELECT 'new' || g, 'NEW_MESSAGE', 'c', 't' || (g %% 500),"
+                        " '{\"event\":\"NEW_MESSAGE\"}', '{}', 'x', '/w'"
+                        " FROM generate_series(1, 150000) g RETURNING id, thread_id)"
+                        " INSERT INTO hookd.jobs (event_id, route, conversation)"
+                        " SELECT id, 'bench', 'c/' || thread_id FROM e ORDER BY id"));
+    h_ctx_start(&x);
+    cr_assert(h_daemon_wait_log(&x.hx_daemon, "refreshed the planner's statistics of hookd.jobs",
+                                1, 10000), "the backlog did not lead to fresh statistics");
+    cr_assert_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM pg_stat_user_tables"
+                            " WHERE relid = 'hookd.jobs'::regclass"
+                            " AND last_analyze IS NOT NULL"), 1);
+    /* With the planner's view fixed, 2 workers get through thousands in seconds. */
+    done = h_wait_long(&x, 3000, 15000, "SELECT least(count(*), 3000) FROM hookd.jobs"
+                       " WHERE route = 'bench' AND status = 'done'");
+    cr_assert_eq(done, 3000, "dispatch did not recover: %ld jobs done in 15 s", done);
+    cr_assert_eq(h_daemon_log_count(&x.hx_daemon, "refreshed the planner's statistics"), 1,
+                 "statistics were refreshed again with little changed");
+    h_ctx_finish(&x, NULL, NULL);
+    free((char *)x.hx_cfg.hc_top_extra);
+}
