@@ -1349,7 +1349,8 @@ dispatch_stop(struct dispatch *d, int grace_ms)
             snprintf(id, sizeof(id), "%lld", w->w_job);
             snprintf(att, sizeof(att), "%d", w->w_attempt);
             if (c != NULL) {
-                (void)update_job(&c, d->d_conninfo, "hookd_job_release", release_sql, 2, vals, w->w_job);
+                (void)update_job(&c, d->d_conninfo, "hookd_job_release", release_sql, 2, vals,
+                                 w->w_job);
                 PQfinish(c);
             }
             log_notice("job handed back to the queue at shutdown job=%lld route=%s", w->w_job,
