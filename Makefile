@@ -145,8 +145,12 @@ $(BUILD)/bench/load: bench/load.c
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) $< -o $@ -lssl -lcrypto -lpthread
 
+$(BUILD)/bench/noop.so: bench/noop.c $(wildcard handlers/*.h)
+	@mkdir -p $(@D)
+	$(CC) -D_GNU_SOURCE -Ihandlers $(CFLAGS) -shared -fPIC $< -o $@ $(PLUGIN_LIBS)
+
 bench: deps
-	@$(MAKE) --no-print-directory all $(BUILD)/bench/load
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/load $(BUILD)/bench/noop.so
 	@bench/run.sh
 
 run: deps

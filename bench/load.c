@@ -7,8 +7,17 @@
  * script compares the two.
  *
  * usage: load HOST PORT PATH SECRET_FILE CONNECTIONS SECONDS [reconnect]
- * With "reconnect", every request gets a new TCP and TLS connection.
+ * With "reconnect", every request gets a new TCP and TLS connection; from
+ * the second on, each resumes the TLS session of the connection before it
+ * (a session ticket, as a sender that keeps its TLS state does).
  * Prints "sent=N ok=N other=N seconds=S rate=R p50_ms=.. p99_ms=.. p999_ms=..".
+ *
+ * The environment shapes the load further:
+ *   LOAD_EVENT=lead    NEW_LEAD events (each its own person) instead of
+ *                      visitor messages;
+ *   LOAD_MAX=N         stop after N requests in all;
+ *   LOAD_PACE_MS=M     wait M ms after each answer (one connection: idle
+ *                      gaps, for the commit-to-start delay).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -34,8 +43,13 @@ struct shared {
     char secret[256];
     double seconds;
     int reconnect;
+    int lead;
+    long long max;
+    int pace_ms;
     SSL_CTX *ctx;
     atomic_ullong sent, ok, other;
+    atomic_ullong connects, resumed;    /* TLS handshakes, and those resumed */
+    atomic_llong budget;            /* requests left when LOAD_MAX is set */
     pthread_mutex_t lock;
     unsigned *lat_us;               /* every request's latency */
     size_t nlat;
@@ -58,7 +72,7 @@ now_s(void)
 
 
 static SSL *
-connect_tls(struct shared *s)
+connect_tls(struct shared *s, SSL_SESSION *resume)
 {
     struct sockaddr_in sa = {0};
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -77,10 +91,17 @@ connect_tls(struct shared *s)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ssl = SSL_new(s->ctx);
     SSL_set_fd(ssl, fd);
+    if (resume != NULL) {
+        SSL_set_session(ssl, resume);
+    }
     if (SSL_connect(ssl) != 1) {
         SSL_free(ssl);
         close(fd);
         return NULL;
+    }
+    atomic_fetch_add(&s->connects, 1);
+    if (SSL_session_reused(ssl)) {
+        atomic_fetch_add(&s->resumed, 1);
     }
     return ssl;
 }
@@ -91,6 +112,8 @@ close_tls(SSL *ssl)
 {
     int fd = SSL_get_fd(ssl);
 
+    /* A close_notify first: a session freed without one is not resumed. */
+    (void)SSL_shutdown(ssl);
     SSL_free(ssl);
     close(fd);
 }
@@ -149,25 +172,42 @@ worker_main(void *arg)
     struct worker *w = arg;
     struct shared *s = w->s;
     double end = now_s() + s->seconds;
-    SSL *ssl = connect_tls(s);
+    SSL *ssl = connect_tls(s, NULL);
+    SSL_SESSION *session = NULL;
     unsigned *mine = malloc(sizeof(unsigned) * 200000);
     size_t nmine = 0;
     unsigned long long seq = 0;
 
     while (ssl != NULL && now_s() < end) {
-        char body[768], req[2048], hex[65];
+        char body[1024], req[2048], hex[65];
         unsigned char mac[32];
         unsigned mac_len = 0;
         int blen, rlen, status;
         double t0;
 
-        blen = snprintf(body, sizeof(body),
-                        "{\"event\":\"NEW_MESSAGE\",\"data\":{\"chatbotId\":\"365062873485935184\","
-                        "\"threadId\":\"bench-%d-%llu\",\"messageId\":\"%d-%d-%llu\","
-                        "\"question\":\"Hi, can I change the delivery address?\",\"answer\":null,"
-                        "\"messageType\":\"NORMAL_MESSAGE\","
-                        "\"createdAt\":\"2026-11-30T09:14:02Z\"}}",
-                        w->index, seq % 64, (int)getpid(), w->index, seq);
+        if (s->max > 0 && atomic_fetch_sub(&s->budget, 1) <= 0) {
+            break;
+        }
+        if (s->lead) {
+            blen = snprintf(body, sizeof(body),
+                            "{\"event\":\"NEW_LEAD\",\"data\":{\"chatbotId\":"
+                            "\"365062873485935184\",\"threadId\":\"bench-%d-%llu\","
+                            "\"lead\":{\"name\":\"Visitor %d-%llu\","
+                            "\"email\":\"visitor-%d-%d-%llu@example.org\","
+                            "\"phone\":\"+1 555 %04llu\",\"customFields\":{\"plan\":\"Growth\"}},"
+                            "\"createdAt\":\"2026-11-30T09:14:30.000Z\"}}",
+                            w->index, seq, w->index, seq, (int)getpid(), w->index, seq,
+                            seq % 10000);
+        } else {
+            blen = snprintf(body, sizeof(body),
+                            "{\"event\":\"NEW_MESSAGE\",\"data\":{\"chatbotId\":"
+                            "\"365062873485935184\",\"threadId\":\"bench-%d-%llu\","
+                            "\"messageId\":\"%d-%d-%llu\","
+                            "\"question\":\"Hi, can I change the delivery address?\","
+                            "\"answer\":null,\"messageType\":\"NORMAL_MESSAGE\","
+                            "\"createdAt\":\"2026-11-30T09:14:02Z\"}}",
+                            w->index, seq % 64, (int)getpid(), w->index, seq);
+        }
         seq++;
         HMAC(EVP_sha256(), s->secret, (int)strlen(s->secret), (unsigned char *)body,
              (size_t)blen, mac, &mac_len);
@@ -194,13 +234,21 @@ worker_main(void *arg)
             mine[nmine++] = (unsigned)((now_s() - t0) * 1e6);
         }
         if (status == 0 || s->reconnect) {
+            if (status != 0 && SSL_SESSION_is_resumable(SSL_get0_session(ssl))) {
+                SSL_SESSION_free(session);
+                session = SSL_get1_session(ssl);
+            }
             close_tls(ssl);
-            ssl = connect_tls(s);
+            ssl = connect_tls(s, session);
+        }
+        if (s->pace_ms > 0) {
+            usleep((useconds_t)s->pace_ms * 1000);
         }
     }
     if (ssl != NULL) {
         close_tls(ssl);
     }
+    SSL_SESSION_free(session);
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; mine != NULL && i < nmine && s->nlat < LOAD_MAX_SAMPLES; i++) {
         s->lat_us[s->nlat++] = mine[i];
@@ -249,6 +297,10 @@ main(int argc, char **argv)
     n = atoi(argv[5]);
     s.seconds = atof(argv[6]);
     s.reconnect = argc == 8 && strcmp(argv[7], "reconnect") == 0;
+    s.lead = getenv("LOAD_EVENT") != NULL && strcmp(getenv("LOAD_EVENT"), "lead") == 0;
+    s.max = getenv("LOAD_MAX") != NULL ? atoll(getenv("LOAD_MAX")) : 0;
+    s.pace_ms = getenv("LOAD_PACE_MS") != NULL ? atoi(getenv("LOAD_PACE_MS")) : 0;
+    atomic_store(&s.budget, s.max);
     s.ctx = SSL_CTX_new(TLS_client_method());
     SSL_CTX_set_verify(s.ctx, SSL_VERIFY_NONE, NULL);
     pthread_mutex_init(&s.lock, NULL);
@@ -270,11 +322,16 @@ main(int argc, char **argv)
     took = now_s() - start;
     qsort(s.lat_us, s.nlat, sizeof(unsigned), cmp_unsigned);
     printf("sent=%llu ok=%llu other=%llu seconds=%.1f rate=%.0f p50_ms=%.2f p99_ms=%.2f "
-           "p999_ms=%.2f\n", (unsigned long long)s.sent, (unsigned long long)s.ok,
+           "p999_ms=%.2f", (unsigned long long)s.sent, (unsigned long long)s.ok,
            (unsigned long long)s.other, took, (double)s.ok / took,
            s.nlat ? s.lat_us[s.nlat / 2] / 1000.0 : 0,
            s.nlat ? s.lat_us[s.nlat * 99 / 100] / 1000.0 : 0,
            s.nlat ? s.lat_us[s.nlat * 999 / 1000] / 1000.0 : 0);
+    if (s.reconnect) {
+        printf(" handshakes=%llu resumed=%llu", (unsigned long long)s.connects,
+               (unsigned long long)s.resumed);
+    }
+    printf("\n");
     free(s.lat_us);
     free(threads);
     free(workers);
