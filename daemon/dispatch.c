@@ -107,6 +107,21 @@ struct dispatch {
  */
 #define DISPATCH_STATS_CHECK_MS 10000
 
+/*
+ * Claims the next job. $4..$6 record the worker's previous job as done in
+ * the same statement (NULLs when there is none): one commit per job instead
+ * of two. The previous job is not claimable here (it is running under a
+ * live lease), and the next job of its conversation waits for the next
+ * claim, which sees it done.
+ *
+ * A statement that claims a job commits without waiting for the disk
+ * (synchronous_commit off, for this transaction only): what a crash of
+ * PostgreSQL itself can lose is the last fraction of a second of claims and
+ * "done" marks, and the jobs concerned simply run again, which at-least-once
+ * delivery allows. Events, handlers' own writes and the record of API calls
+ * (hookd.api_actions) still commit durably, and each durable commit also
+ * makes every earlier claim durable.
+ */
 static const char claim_sql[] =
     "WITH done AS ("
     " UPDATE hookd.jobs SET status = 'done', finished_at = now(), updated_at = now(),"
@@ -128,7 +143,8 @@ static const char claim_sql[] =
     "  updated_at = now()"
     " FROM cand, hookd.events e WHERE j.id = cand.id AND e.id = j.event_id"
     " RETURNING j.id, j.route, j.attempts, e.id, e.event_type, e.chatbot_id, e.thread_id,"
-    "  e.raw_body, (extract(epoch FROM e.received_at) * 1000000)::bigint";
+    "  e.raw_body, (extract(epoch FROM e.received_at) * 1000000)::bigint,"
+    "  set_config('synchronous_commit', 'off', true)";
 
 /*
  * Results are fenced by the attempt: a job someone else reclaimed is left
