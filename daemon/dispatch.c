@@ -1142,9 +1142,12 @@ keep_statistics(struct dispatch *d, PGconn *c)
     long long changed, rows;
 
     d->d_stats_checked_ms = clock_mono_ms();
+    /* Only the table's or the database's owner may analyze it (PostgreSQL 15). */
     res = PQexec(c, "SELECT s.n_mod_since_analyze, greatest(c.reltuples, 0)::bigint"
                  " FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid"
-                 " WHERE s.relid = 'hookd.jobs'::regclass");
+                 " WHERE s.relid = 'hookd.jobs'::regclass AND (pg_has_role(c.relowner, 'USAGE')"
+                 "  OR (SELECT pg_has_role(datdba, 'USAGE') FROM pg_database"
+                 "      WHERE datname = current_database()))");
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         PQclear(res);
         return;
