@@ -18,6 +18,7 @@
 #include <openssl/rand.h>
 
 #include "api.h"
+#include "body.h"
 #include "cfg.h"
 #include "clock.h"
 #include "hookd_plugin.h"
@@ -385,6 +386,46 @@ ctx_log(struct hookd_ctx *ctx, enum hookd_log_level level, const char *fmt, ...)
 }
 
 
+/*
+ * Makes the NUL-terminated s storable as PostgreSQL text: each byte that
+ * does not start a well-formed UTF-8 character becomes '?', and a
+ * character cut at the end (by a length limit) is dropped. A handler's
+ * output (a command's raw stdout, say) would otherwise make the statement
+ * that records the job's result fail, and the job run again and again.
+ * Returns the new length.
+ */
+static size_t
+keep_utf8(char *s)
+{
+    size_t len = strlen(s);
+    size_t i = 0;
+
+    while (i < len) {
+        unsigned char c = (unsigned char)s[i];
+        size_t n = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3
+                   : (c & 0xf8) == 0xf0 ? 4 : 0;
+
+        if (n > 1 && i + n > len) {
+            size_t k = i + 1;
+
+            while (k < len && ((unsigned char)s[k] & 0xc0) == 0x80) {
+                k++;
+            }
+            if (k == len) {
+                s[i] = '\0';           /* the start of a character cut short */
+                return i;
+            }
+        }
+        if (n == 0 || i + n > len || !body_utf8_valid((const unsigned char *)s + i, n)) {
+            s[i] = '?';
+            n = 1;
+        }
+        i += n;
+    }
+    return len;
+}
+
+
 static void
 ctx_set_output(struct hookd_ctx *ctx, const char *text, size_t len)
 {
@@ -396,7 +437,7 @@ ctx_set_output(struct hookd_ctx *ctx, const char *text, size_t len)
     memcpy(w->w_output, text, len);
     w->w_output[len] = '\0';
     /* PostgreSQL text cannot hold NUL; keep what comes before one. */
-    w->w_output_len = strlen(w->w_output);
+    w->w_output_len = keep_utf8(w->w_output);
 }
 
 
@@ -407,6 +448,7 @@ ctx_set_reason(struct hookd_ctx *ctx, const char *text)
 
     snprintf(w->w_reason, sizeof(w->w_reason), "%s", text);
     w->w_reason[strcspn(w->w_reason, "\r\n")] = '\0';
+    (void)keep_utf8(w->w_reason);
 }
 
 
@@ -1158,7 +1200,8 @@ keep_statistics(struct dispatch *d, PGconn *c)
     if (changed < 1000 || changed * 5 < rows) {
         return;
     }
-    res = PQexec(c, "ANALYZE hookd.jobs");
+    /* SKIP_LOCKED: never wait behind a VACUUM or another instance's ANALYZE. */
+    res = PQexec(c, "ANALYZE (SKIP_LOCKED) hookd.jobs");
     if (PQresultStatus(res) == PGRES_COMMAND_OK) {
         log_info("refreshed the planner's statistics of hookd.jobs changed=%lld rows_before=%lld"
                  " ms=%lld", changed, rows, clock_mono_ms() - d->d_stats_checked_ms);

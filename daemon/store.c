@@ -860,6 +860,13 @@ writer_main(void *arg)
         }
         if (st->st_head == NULL) {
             st->st_tail = NULL;
+        } else {
+            /*
+             * Left over past max_batch or the byte cap: another writer may
+             * take them once they waited STORE_OVERLAP_MS, not after this
+             * whole commit.
+             */
+            pthread_cond_signal(&st->st_wake);
         }
         st->st_queued -= n;
         st->st_inflight++;

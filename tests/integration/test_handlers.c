@@ -1011,3 +1011,42 @@ Test(handlers, bad_options_stop_the_start)
     free(dir);
     h_db_drop(&x.hx_db);
 }
+
+
+/*
+ * A command's output is whatever bytes it wrote; PostgreSQL text takes only
+ * UTF-8. Bytes that are not UTF-8 are kept as '?', and a character cut by
+ * max_output is dropped whole, so the result is recorded and the job ends
+ * done instead of failing to record and running again.
+ */
+Test(handlers, exec_output_that_is_not_utf8_is_recorded_and_the_job_is_done)
+{
+    struct h_ctx x;
+    char *latin1, *cut, *routes, *body;
+    size_t len;
+    long long ev;
+
+    h_ctx_init(&x, "exec_utf8");
+    latin1 = ht_script(x.hx_dir, "latin1.sh", "printf 'caf\\351 ok\\n'\n");
+    /* "ab" then U+20AC (3 bytes), with max_output 4: the euro sign is cut. */
+    cut = ht_script(x.hx_dir, "cut.sh", "printf 'ab\\342\\202\\254'\n");
+    routes = h_strdupf(
+        "{ name = \"latin1\"; handler = \"exec\"; options = { command = [ \"%s\" ]; }; "
+        HT_FAST_RETRY " },\n"
+        "{ name = \"cut\"; handler = \"exec\"; options = { command = [ \"%s\" ];"
+        " max_output = 4; }; " HT_FAST_RETRY " }", latin1, cut);
+    ht_start(&x, routes);
+    body = h_user_event(7, &len);
+    ev = ht_post(&x, body, len);
+    ht_wait_job(&x, ev, "latin1", "done", 15000);
+    ht_expect_job(&x, ev, "latin1", "attempts", "1");
+    ht_expect_job(&x, ev, "latin1", "output", "caf? ok\n");
+    ht_wait_job(&x, ev, "cut", "done", 15000);
+    ht_expect_job(&x, ev, "cut", "attempts", "1");
+    ht_expect_job(&x, ev, "cut", "output", "ab");
+    free(body);
+    free(routes);
+    free(cut);
+    free(latin1);
+    h_ctx_finish(&x, NULL, NULL);
+}
