@@ -115,6 +115,12 @@ struct dispatch {
  * live lease), and the next job of its conversation waits for the next
  * claim, which sees it done.
  *
+ * The done is made before any candidate is locked (cand reads it first, a
+ * test PostgreSQL runs once before the scan). Otherwise two claims could
+ * deadlock: FOR UPDATE keeps the lock on a row it skipped because another
+ * worker had just claimed it, and each claim's done could wait for a row
+ * the other had locked that way.
+ *
  * A statement that claims a job commits without waiting for the disk
  * (synchronous_commit off, for this transaction only): what a crash of
  * PostgreSQL itself can lose is the last fraction of a second of claims and
@@ -128,9 +134,11 @@ static const char claim_sql[] =
     " UPDATE hookd.jobs SET status = 'done', finished_at = now(), updated_at = now(),"
     "  lease_until = NULL, last_error = NULL, output = $6"
     " WHERE id = $4::bigint AND attempts = $5::integer AND (status = 'running') IS TRUE"
+    " RETURNING 1"
     "), cand AS ("
     " SELECT j.id FROM hookd.jobs j"
-    " WHERE j.route = ANY($1::text[])"
+    " WHERE (SELECT count(*) FROM done) >= 0"
+    "  AND j.route = ANY($1::text[])"
     "  AND ((j.status = 'pending' AND j.run_at <= now())"
     "   OR (j.status = 'running' AND j.lease_until < now()))"
     "  AND NOT EXISTS (SELECT 1 FROM hookd.jobs p"
