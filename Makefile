@@ -149,7 +149,8 @@ $(BUILD)/bench/noop.so: bench/noop.c $(wildcard handlers/*.h)
 	@mkdir -p $(@D)
 	$(CC) -D_GNU_SOURCE -Ihandlers $(CFLAGS) -shared -fPIC $< -o $@ $(PLUGIN_LIBS)
 
-bench: deps
+bench:
+	@scripts/deps.sh nginx-light
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/load $(BUILD)/bench/noop.so
 	@bench/run.sh
 

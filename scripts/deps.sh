@@ -3,7 +3,8 @@
 # Idempotent: one dpkg-query call when everything is already there (no
 # apt-get update then). Uses sudo when not root.
 #
-# usage: scripts/deps.sh
+# usage: scripts/deps.sh [EXTRA_PACKAGE...]
+# (make bench adds nginx-light, the ceiling it measures hookd against).
 #
 # Prints one line: what it installed, or that nothing was missing.
 # Note: postgresql-15 creates and starts Debian's default cluster "15/main" on
@@ -22,6 +23,7 @@ packages=(
     systemd                 # systemd-analyze checks the unit in the tests
     tzdata                  # the autoreply handler's office-hours time zones
 )
+packages+=("$@")
 
 # One query for all of them; a package dpkg has never heard of is reported on
 # stderr and makes dpkg-query exit 1, so neither is an error here.
