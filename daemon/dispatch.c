@@ -40,9 +40,6 @@ struct worker {
     char *w_handler_db_info;
     struct worker *w_next;
 
-    /* w_job's attempt is done, to be recorded with the next claim. */
-    bool w_done_pending;
-
     /* Under d_lock: what the supervisor needs to time the attempt out. */
     bool w_busy;
     bool w_abandoned;
@@ -109,41 +106,32 @@ struct dispatch {
 #define DISPATCH_STATS_CHECK_MS 10000
 
 /*
- * Claims the next job. $4..$6 record the worker's previous job as done in
- * the same statement (NULLs when there is none): one commit per job instead
- * of two. The previous job is not claimable here (it is running under a
- * live lease), and the next job of its conversation waits for the next
- * claim, which sees it done.
- *
- * The done is made before any candidate is locked (cand reads it first, a
- * test PostgreSQL runs once before the scan). Otherwise two claims could
- * deadlock: FOR UPDATE keeps the lock on a row it skipped because another
- * worker had just claimed it, and each claim's done could wait for a row
- * the other had locked that way.
- *
- * A statement that claims a job commits without waiting for the disk
- * (synchronous_commit off, for this transaction only): what a crash of
- * PostgreSQL itself can lose is the last fraction of a second of claims and
- * "done" marks, and the jobs concerned simply run again, which at-least-once
- * delivery allows. Events, handlers' own writes and the record of API calls
- * (hookd.api_actions) still commit durably, and each durable commit also
- * makes every earlier claim durable.
+ * Claims the next job. A statement that claims a job, and the one that
+ * marks it done, commit without waiting for the disk (synchronous_commit
+ * off, for their own transaction only): what a crash of PostgreSQL itself
+ * can lose is the last fraction of a second of claims and "done" marks, and
+ * the jobs concerned simply run again, which at-least-once delivery allows.
+ * Events, retries and dead letters, handlers' own writes and the record of
+ * API calls (hookd.api_actions) still commit durably, and each durable
+ * commit also makes every earlier claim durable.
  */
 static const char claim_sql[] =
-    "WITH done AS ("
-    " UPDATE hookd.jobs SET status = 'done', finished_at = now(), updated_at = now(),"
-    "  lease_until = NULL, last_error = NULL, output = $6"
-    " WHERE id = $4::bigint AND attempts = $5::integer AND (status = 'running') IS TRUE"
-    " RETURNING 1"
-    "), cand AS ("
+    "WITH cand AS ("
     " SELECT j.id FROM hookd.jobs j"
-    " WHERE (SELECT count(*) FROM done) >= 0"
-    "  AND j.route = ANY($1::text[])"
+    " WHERE j.route = ANY($1::text[])"
     "  AND ((j.status = 'pending' AND j.run_at <= now())"
     "   OR (j.status = 'running' AND j.lease_until < now()))"
     "  AND NOT EXISTS (SELECT 1 FROM hookd.jobs p"
     "   WHERE p.route = j.route AND p.conversation = j.conversation AND p.id < j.id"
     "   AND p.status IN ('pending', 'running'))"
+    /*
+     * Never beside a running job of its conversation, whatever the ids'
+     * order. A correlated subquery, so that it looks up this conversation in
+     * jobs_running_idx instead of reading every running entry.
+     */
+    "  AND (SELECT count(*) FROM hookd.jobs r"
+    "   WHERE r.route = j.route AND r.conversation = j.conversation AND r.id <> j.id"
+    "   AND r.status = 'running' AND r.lease_until >= now()) = 0"
     " ORDER BY j.run_at, j.id LIMIT 1"
     " FOR UPDATE OF j SKIP LOCKED"
     ")"
@@ -166,7 +154,8 @@ static const char claim_sql[] =
 static const char done_sql[] =
     "UPDATE hookd.jobs SET status = 'done', finished_at = now(), updated_at = now(),"
     " lease_until = NULL, last_error = NULL, output = $3"
-    " WHERE id = $1 AND attempts = $2 AND (status = 'running') IS TRUE";
+    " WHERE id = $1 AND attempts = $2 AND (status = 'running') IS TRUE"
+    " RETURNING set_config('synchronous_commit', 'off', true)";
 
 static const char retry_sql[] =
     "UPDATE hookd.jobs SET status = 'pending', updated_at = now(), lease_until = NULL,"
@@ -321,7 +310,7 @@ update_job(PGconn **c, const char *conninfo, const char *name, const char *sql, 
             break;
         }
         res = exec_prepared(*c, name, sql, n, values);
-        ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        ok = PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK;
         if (!ok && (tries == 1 || PQstatus(*c) == CONNECTION_OK)) {
             const char *msg = PQresultErrorMessage(res);
 
@@ -910,8 +899,13 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
     snprintf(id, sizeof(id), "%lld", w->w_job);
     snprintf(att, sizeof(att), "%d", w->w_attempt);
     if (outcome == HOOKD_DONE) {
-        /* Recorded by the next claim (worker_main), or by flush_done(). */
-        w->w_done_pending = true;
+        const char *vals[3] = {id, att, w->w_output_len ? w->w_output : NULL};
+
+        if (update_job(&w->w_conn, d->d_conninfo, "hookd_job_done", done_sql, 3, vals,
+                       w->w_job))
+        {
+            atomic_fetch_add(&d->d_done_count, 1);
+        }
         log_info("job done job=%lld route=%s event=%lld attempt=%d ms=%lld", w->w_job,
                  w->w_route, w->w_event, w->w_attempt, clock_mono_ms() - started);
     } else {
@@ -936,27 +930,6 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
 }
 
 
-/* Records the worker's finished job on its own, when no claim will carry it. */
-static void
-flush_done(struct worker *w)
-{
-    char id[24], att[16];
-    const char *vals[3] = {id, att, w->w_output_len ? w->w_output : NULL};
-
-    if (!w->w_done_pending) {
-        return;
-    }
-    w->w_done_pending = false;
-    snprintf(id, sizeof(id), "%lld", w->w_job);
-    snprintf(att, sizeof(att), "%d", w->w_attempt);
-    if (update_job(&w->w_conn, w->w_d->d_conninfo, "hookd_job_done", done_sql, 3, vals,
-                   w->w_job))
-    {
-        atomic_fetch_add(&w->w_d->d_done_count, 1);
-    }
-}
-
-
 static void *
 worker_main(void *arg)
 {
@@ -968,8 +941,7 @@ worker_main(void *arg)
 
     while (keep) {
         const struct cfg *cfg;
-        char done_id[24], done_att[16];
-        const char *vals[6] = {routes, lease, d->d_me, NULL, NULL, NULL};
+        const char *vals[3] = {routes, lease, d->d_me};
         PGresult *res;
         bool stopping;
 
@@ -982,58 +954,37 @@ worker_main(void *arg)
         cfg = cfg_get(d->d_cfgs);
         if (cfg->cf_nroutes == 0) {
             cfg_put(d->d_cfgs, cfg);
-            flush_done(w);
             worker_idle(d, d->d_poll_ms);
             continue;
         }
         if (conn_usable(&w->w_conn, d->d_conninfo) == NULL) {
             cfg_put(d->d_cfgs, cfg);
-            flush_done(w);
             worker_idle(d, 1000);
             continue;
         }
         routes_literal(cfg, routes, sizeof(routes));
         /* The supervisor renews the leases of running jobs, so this can be short. */
         snprintf(lease, sizeof(lease), "%d", d->d_lease_s);
-        if (w->w_done_pending) {
-            snprintf(done_id, sizeof(done_id), "%lld", w->w_job);
-            snprintf(done_att, sizeof(done_att), "%d", w->w_attempt);
-            vals[3] = done_id;
-            vals[4] = done_att;
-            vals[5] = w->w_output_len ? w->w_output : NULL;
-        }
-        res = exec_prepared(w->w_conn, "hookd_claim", claim_sql, 6, vals);
+        res = exec_prepared(w->w_conn, "hookd_claim", claim_sql, 3, vals);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             const char *msg = PQresultErrorMessage(res);
 
             log_warning("could not claim a job reason=\"%.*s\"", (int)strcspn(msg, "\n"), msg);
             PQclear(res);
             cfg_put(d->d_cfgs, cfg);
-            flush_done(w);
             worker_idle(d, 1000);
             continue;
-        }
-        if (w->w_done_pending) {
-            w->w_done_pending = false;
-            atomic_fetch_add(&d->d_done_count, 1);
         }
         if (PQntuples(res) == 0) {
             PQclear(res);
             cfg_put(d->d_cfgs, cfg);
-            /*
-             * The claim that recorded a job done could not see the next job
-             * of that conversation yet (one snapshot): look once more first.
-             */
-            if (vals[3] == NULL) {
-                worker_idle(d, next_due_ms(w, routes, d->d_poll_ms));
-            }
+            worker_idle(d, next_due_ms(w, routes, d->d_poll_ms));
             continue;
         }
         keep = worker_run(w, cfg, res);
         PQclear(res);
         cfg_put(d->d_cfgs, cfg);
     }
-    flush_done(w);
 
     PQfinish(w->w_conn);
     PQfinish(w->w_handler_db);

@@ -1088,3 +1088,43 @@ Test(dispatch, backlog_after_stale_statistics_is_analyzed_before_workers_claim)
     h_ctx_finish(&x, NULL, NULL);
     free((char *)x.hx_cfg.hc_top_extra);
 }
+
+
+/*
+ * Two writers commit concurrently, so a later event of a conversation can
+ * get the lower job id. Whatever the ids say, a job never starts while
+ * another job of its route and conversation runs under a live lease; it
+ * starts once that one is done.
+ */
+Test(dispatch, job_never_starts_beside_a_running_job_of_its_conversation)
+{
+    static const char routes[] = "{ name = \"solo\"; handler = \"counter\"; }";
+    struct h_ctx x;
+
+    setup(&x, "running_excl", dispatch_text(NULL, 2, 100, 300, routes));
+    h_ctx_start(&x);
+    /* One transaction: the lower job id pending, the higher one running elsewhere. */
+    cr_assert(h_sql_try(x.hx_db.hd_conninfo,
+                        "WITH e AS (INSERT INTO hookd.events (dedup_key, event_type, chatbot_id,"
+                        " thread_id, raw_body, payload, scheme, endpoint)"
+                        " SELECT k, 'NEW_MESSAGE', 'c', 't', '{\"event\":\"NEW_MESSAGE\"}', '{}',"
+                        " 'x', '/w' FROM unnest(ARRAY['k1', 'k2']) k RETURNING id, dedup_key)"
+                        " INSERT INTO hookd.jobs (event_id, route, conversation, status, attempts,"
+                        " lease_until, locked_by)"
+                        " SELECT id, 'solo', 'c/t',"
+                        "  CASE dedup_key WHEN 'k1' THEN 'pending' ELSE 'running' END,"
+                        "  CASE dedup_key WHEN 'k1' THEN 0 ELSE 1 END,"
+                        "  CASE dedup_key WHEN 'k1' THEN NULL ELSE now() + interval '1 hour' END,"
+                        "  CASE dedup_key WHEN 'k1' THEN NULL ELSE 'elsewhere:1' END"
+                        " FROM e ORDER BY dedup_key"));
+    h_sleep_ms(2000);
+    cr_assert_eq(runs_total(&x), 0, "a job ran beside a running job of its conversation");
+    cr_assert(h_sql_try(x.hx_db.hd_conninfo, "UPDATE hookd.jobs SET status = 'done',"
+                        " lease_until = NULL WHERE status = 'running'"));
+    cr_assert_eq(h_wait_long(&x, 2, 5000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'done'"), 2,
+                 "the waiting job did not run once the other was done");
+    cr_assert_eq(runs_total(&x), 1);
+    h_ctx_finish(&x, NULL, NULL);
+    free((char *)x.hx_cfg.hc_top_extra);
+}
