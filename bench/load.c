@@ -23,6 +23,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -283,6 +284,8 @@ main(int argc, char **argv)
                 "[reconnect]\n");
         return 2;
     }
+    /* A server that dies mid-run must not kill the tool before it reports. */
+    signal(SIGPIPE, SIG_IGN);
     memset(&s, 0, sizeof(s));
     s.host = argv[1];
     s.port = atoi(argv[2]);
