@@ -40,6 +40,12 @@ struct worker {
     char *w_handler_db_info;
     struct worker *w_next;
 
+    /*
+     * w_job's attempt finished done but could not be recorded (the
+     * database was away): recorded before this worker claims again.
+     */
+    bool w_done_unrecorded;
+
     /* Under d_lock: what the supervisor needs to time the attempt out. */
     bool w_busy;
     bool w_abandoned;
@@ -798,6 +804,32 @@ worker_idle(struct dispatch *d, int ms)
 
 
 /*
+ * Records w's finished job as done; when the database cannot be reached the
+ * job stays marked unrecorded and the worker tries again before it claims
+ * anything else (and once more when it stops), so that a handler which
+ * already did its work is not run again just because its result met an
+ * outage. Results are fenced by attempt, so a repeat is harmless.
+ */
+static bool
+record_done(struct worker *w)
+{
+    char id[24], att[16];
+    const char *vals[3] = {id, att, w->w_output_len ? w->w_output : NULL};
+
+    snprintf(id, sizeof(id), "%lld", w->w_job);
+    snprintf(att, sizeof(att), "%d", w->w_attempt);
+    if (!update_job(&w->w_conn, w->w_d->d_conninfo, "hookd_job_done", done_sql, 3, vals,
+                    w->w_job))
+    {
+        return false;
+    }
+    w->w_done_unrecorded = false;
+    atomic_fetch_add(&w->w_d->d_done_count, 1);
+    return true;
+}
+
+
+/*
  * Runs one claimed job (row 0 of res) and records its outcome. Returns
  * false when this worker was abandoned meanwhile and must end.
  */
@@ -899,13 +931,8 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
     snprintf(id, sizeof(id), "%lld", w->w_job);
     snprintf(att, sizeof(att), "%d", w->w_attempt);
     if (outcome == HOOKD_DONE) {
-        const char *vals[3] = {id, att, w->w_output_len ? w->w_output : NULL};
-
-        if (update_job(&w->w_conn, d->d_conninfo, "hookd_job_done", done_sql, 3, vals,
-                       w->w_job))
-        {
-            atomic_fetch_add(&d->d_done_count, 1);
-        }
+        w->w_done_unrecorded = true;
+        record_done(w);
         log_info("job done job=%lld route=%s event=%lld attempt=%d ms=%lld", w->w_job,
                  w->w_route, w->w_event, w->w_attempt, clock_mono_ms() - started);
     } else {
@@ -951,6 +978,10 @@ worker_main(void *arg)
         if (stopping) {
             break;
         }
+        if (w->w_done_unrecorded && !record_done(w)) {
+            worker_idle(d, 1000);
+            continue;
+        }
         cfg = cfg_get(d->d_cfgs);
         if (cfg->cf_nroutes == 0) {
             cfg_put(d->d_cfgs, cfg);
@@ -984,6 +1015,10 @@ worker_main(void *arg)
         keep = worker_run(w, cfg, res);
         PQclear(res);
         cfg_put(d->d_cfgs, cfg);
+    }
+    if (w->w_done_unrecorded && !record_done(w)) {
+        log_warning("a finished job could not be recorded before stopping; it runs again "
+                    "after its lease job=%lld route=%s", w->w_job, w->w_route);
     }
 
     PQfinish(w->w_conn);

@@ -1050,3 +1050,61 @@ Test(handlers, exec_output_that_is_not_utf8_is_recorded_and_the_job_is_done)
     free(latin1);
     h_ctx_finish(&x, NULL, NULL);
 }
+
+
+/*
+ * A handler that finishes while PostgreSQL is away has done its work: its
+ * done is recorded once the database is back, and it is not run again when
+ * its lease runs out.
+ */
+Test(handlers, done_during_a_database_outage_is_recorded_after_it_and_not_run_again,
+     .timeout = 90)
+{
+    struct h_ctx x;
+    struct h_cluster pg;
+    char *dir, *pgdir, *script, *runs, *plugins, *body, *text;
+    size_t len;
+    long long ev;
+    const char *allowed[] = {"database", "record", "listen", "claim", "lease", "connect",
+                             NULL};
+
+    h_ctx_init(&x, "done_outage");
+    dir = h_tmpdir("pgown");
+    pgdir = h_strdupf("%s/pg", dir);
+    h_cluster_start(&pg, pgdir, h_free_port());
+    snprintf(x.hx_db.hd_conninfo, sizeof(x.hx_db.hd_conninfo), "%s", pg.hc_conninfo);
+    x.hx_cfg.hc_query_timeout = 2;
+    x.hx_cfg.hc_connect_timeout = 2;
+    runs = h_strdupf("%s/runs", x.hx_dir);
+    script = ht_script(x.hx_dir, "slow.sh", "echo run >> \"$RUNS\"\nsleep 3\n");
+    plugins = ht_plugin_dir();
+    x.hx_cfg.hc_top_extra = h_strdupf(
+        "dispatch = {\n  plugin_dir = \"%s\";\n  workers = 1;\n  poll_interval = 200;\n"
+        "  lease = 4;\n};\nroutes = (\n{ name = \"slow\"; handler = \"exec\"; options = {"
+        " command = [ \"%s\" ]; env = { RUNS = \"%s\"; }; }; }\n);", plugins, script, runs);
+    h_ctx_start(&x);
+    body = h_user_event(9, &len);
+    ev = ht_post(&x, body, len);
+    ht_wait_job(&x, ev, "slow", "running", 5000);
+
+    /* The handler finishes (3 s) while the database is away (5 s). */
+    cr_assert(h_cluster_stop(&pg), "pg.sh stop failed");
+    h_sleep_ms(5000);
+    h_cluster_start(&pg, pgdir, pg.hc_port);
+    ht_wait_job(&x, ev, "slow", "done", 20000);
+    ht_expect_job(&x, ev, "slow", "attempts", "1");
+    /* Past another lease: still one run. */
+    h_sleep_ms(5000);
+    text = h_read_file(runs, NULL);
+    cr_assert_str_eq(text, "run\n", "the handler ran again: %s", text);
+    h_ctx_finish(&x, NULL, allowed);
+    (void)h_cluster_stop(&pg);
+    free(text);
+    free(body);
+    free((char *)x.hx_cfg.hc_top_extra);
+    free(plugins);
+    free(script);
+    free(runs);
+    free(pgdir);
+    free(dir);
+}
