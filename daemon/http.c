@@ -84,6 +84,17 @@ struct tls_pair {
 static __thread int tl_client_fd = -1;
 static __thread int tl_slot = -1;
 
+/*
+ * The webhook request this thread is answering, for its metrics. They are
+ * counted by respond(), just before the answer is written: a client that
+ * reads /metrics right after its answer then finds its request counted.
+ */
+static __thread struct {
+    bool rm_pending;
+    const char *rm_path;            /* the endpoint, NULL when none matched */
+    long long rm_started_ms;
+} tl_metrics;
+
 
 /* ---- deadlines --------------------------------------------------------- */
 
@@ -186,17 +197,24 @@ respond(struct mg_connection *conn, int status, const char *json, const char *hn
         const char *hvalue)
 {
     char out[1024];
-    int n = snprintf(out, sizeof(out),
-                     "HTTP/1.1 %d %s\r\n"
-                     "Content-Type: application/json\r\n"
-                     "Content-Length: %zu\r\n"
-                     "Cache-Control: no-store\r\n"
-                     "%s%s%s"
-                     "%s"
-                     "\r\n%s\n",
-                     status, mg_get_response_code_text(conn, status), strlen(json) + 1,
-                     hname ? hname : "", hname ? ": " : "", hname ? hvalue : "",
-                     hname ? "\r\n" : "", json);
+    int n;
+
+    if (tl_metrics.rm_pending) {
+        tl_metrics.rm_pending = false;
+        metrics_request(tl_metrics.rm_path, status,
+                        (clock_mono_ms() - tl_metrics.rm_started_ms) / 1000.0);
+    }
+    n = snprintf(out, sizeof(out),
+                 "HTTP/1.1 %d %s\r\n"
+                 "Content-Type: application/json\r\n"
+                 "Content-Length: %zu\r\n"
+                 "Cache-Control: no-store\r\n"
+                 "%s%s%s"
+                 "%s"
+                 "\r\n%s\n",
+                 status, mg_get_response_code_text(conn, status), strlen(json) + 1,
+                 hname ? hname : "", hname ? ": " : "", hname ? hvalue : "",
+                 hname ? "\r\n" : "", json);
 
     if (n > 0 && (size_t)n < sizeof(out)) {
         mg_write(conn, out, (size_t)n);
@@ -624,13 +642,20 @@ handle_request(struct mg_connection *conn, void *cbdata)
     }
     cfg = cfg_get(h->h_cfgs);
     ep = ri->local_uri ? cfg_find_endpoint(cfg, ri->local_uri) : NULL;
+    tl_metrics.rm_pending = true;
+    tl_metrics.rm_path = ep ? ep->ce_path : NULL;
+    tl_metrics.rm_started_ms = started;
     if (ep == NULL) {
         respond(conn, 404, "{\"error\":\"not found\"}", NULL, NULL);
         status = 404;
     } else {
         status = serve_webhook(h, conn, ri, cfg, ep);
     }
-    metrics_request(ep ? ep->ce_path : NULL, status, (clock_mono_ms() - started) / 1000.0);
+    if (tl_metrics.rm_pending) {
+        /* Answered without respond() (by CivetWeb itself, say). */
+        tl_metrics.rm_pending = false;
+        metrics_request(ep ? ep->ce_path : NULL, status, (clock_mono_ms() - started) / 1000.0);
+    }
     cfg_put(h->h_cfgs, cfg);
     return status;
 }
