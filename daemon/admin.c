@@ -176,6 +176,11 @@ serve_metrics(struct admin *a, struct mg_connection *conn)
          && metrics_text(&buf, &len, "# HELP hookd_jobs_dead_total Jobs this instance "
                          "dead-lettered.\n# TYPE hookd_jobs_dead_total counter\n")
          && metrics_line(&buf, &len, "hookd_jobs_dead_total", "", (double)dead)
+         && metrics_text(&buf, &len, "# HELP hookd_job_claims_total Claims that took jobs; a "
+                         "claim takes several when handlers finish fast.\n"
+                         "# TYPE hookd_job_claims_total counter\n")
+         && metrics_line(&buf, &len, "hookd_job_claims_total", "",
+                         (double)dispatch_claims(atomic_load(&a->a_dispatch)))
          && render_api(a, &buf, &len)
          && render_pool(a, &buf, &len)
          && metrics_text(&buf, &len, "# HELP hookd_api_rate_limit_waits_total API calls "

@@ -8,6 +8,16 @@
 #include <stdint.h>
 #include <time.h>
 
+/* Microseconds on the monotonic clock (for durations). */
+static inline long long
+clock_mono_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* Milliseconds on the monotonic clock (for timeouts and deadlines). */
 static inline long long
 clock_mono_ms(void)

@@ -19,6 +19,7 @@
 
 #include "api.h"
 #include "body.h"
+#include "buf.h"
 #include "cfg.h"
 #include "clock.h"
 #include "hookd_plugin.h"
@@ -32,6 +33,25 @@
 /* Above http.json_max_depth's maximum, so a stored event always parses. */
 #define DISPATCH_JSON_DEPTH 1001
 
+/*
+ * A claim takes several jobs at once when handlers finish fast: as many as
+ * the jobs of this worker's last claim ran in DISPATCH_BATCH_US on average,
+ * at most DISPATCH_BATCH_MAX, one at first. The dones of a batch
+ * are recorded together, before the next claim, or before the next job of
+ * the batch once they waited DISPATCH_BATCH_US. A handler taking
+ * milliseconds or more gets claims of one job, each result recorded at
+ * once, as before.
+ */
+#define DISPATCH_BATCH_MAX 32
+#define DISPATCH_BATCH_US 2000
+
+/* A claimed attempt: held before it starts, or finished done and not yet recorded. */
+struct mark {
+    long long m_job;
+    int m_attempt;
+    char *m_output;                 /* done marks: the handler's output, or NULL */
+};
+
 struct worker {
     struct dispatch *w_d;
     pthread_t w_thread;
@@ -41,10 +61,21 @@ struct worker {
     struct worker *w_next;
 
     /*
-     * w_job's attempt finished done but could not be recorded (the
-     * database was away): recorded before this worker claims again.
+     * The worker's batch: jobs claimed and not started yet, and attempts
+     * finished done and not recorded yet (also those whose record met a
+     * database outage; they are recorded before this worker claims again).
+     * The worker changes them under d_lock; while w_busy, whoever abandons
+     * the worker (supervisor, dispatch_stop) takes them over under d_lock and
+     * releases the held jobs and records the dones itself. Their leases are
+     * renewed with the running job's.
      */
-    bool w_done_unrecorded;
+    struct mark w_held[DISPATCH_BATCH_MAX];
+    int w_nheld;
+    struct mark w_dones[DISPATCH_BATCH_MAX];
+    int w_ndones;
+    long long w_dones_since_ms;     /* when the oldest unrecorded done finished */
+    double w_avg_us;                /* mean attempt of the last claim; 0: none yet */
+    double w_batch_us;              /* attempts of this claim so far */
 
     /* Under d_lock: what the supervisor needs to time the attempt out. */
     bool w_busy;
@@ -93,6 +124,7 @@ struct dispatch {
     _Atomic long long d_heartbeat_ms;
     atomic_ullong d_done_count;
     atomic_ullong d_dead_count;
+    atomic_ullong d_claims;         /* claim statements that took at least one job */
     PGconn *d_listen_conn;
 };
 
@@ -127,6 +159,10 @@ static const char claim_sql[] =
     " WHERE j.route = ANY($1::text[])"
     "  AND ((j.status = 'pending' AND j.run_at <= now())"
     "   OR (j.status = 'running' AND j.lease_until < now()))"
+    /*
+     * Only the first unfinished job of a conversation is a candidate, so a
+     * claim of several jobs takes at most one of each conversation.
+     */
     "  AND NOT EXISTS (SELECT 1 FROM hookd.jobs p"
     "   WHERE p.route = j.route AND p.conversation = j.conversation AND p.id < j.id"
     "   AND p.status IN ('pending', 'running'))"
@@ -138,16 +174,18 @@ static const char claim_sql[] =
     "  AND (SELECT count(*) FROM hookd.jobs r"
     "   WHERE r.route = j.route AND r.conversation = j.conversation AND r.id <> j.id"
     "   AND r.status = 'running' AND r.lease_until >= now()) = 0"
-    " ORDER BY j.run_at, j.id LIMIT 1"
+    " ORDER BY j.run_at, j.id LIMIT $4"
     " FOR UPDATE OF j SKIP LOCKED"
-    ")"
+    "), claimed AS ("
     " UPDATE hookd.jobs j SET status = 'running', attempts = j.attempts + 1,"
     "  lease_until = now() + make_interval(secs => $2::float8), locked_by = $3,"
     "  updated_at = now()"
     " FROM cand, hookd.events e WHERE j.id = cand.id AND e.id = j.event_id"
-    " RETURNING j.id, j.route, j.attempts, e.id, e.event_type, e.chatbot_id, e.thread_id,"
-    "  e.raw_body, (extract(epoch FROM e.received_at) * 1000000)::bigint,"
-    "  set_config('synchronous_commit', 'off', true)";
+    " RETURNING j.id, j.route, j.attempts, e.id AS event, e.event_type, e.chatbot_id,"
+    "  e.thread_id, e.raw_body, (extract(epoch FROM e.received_at) * 1000000)::bigint,"
+    "  set_config('synchronous_commit', 'off', true), j.run_at"
+    ")"
+    " SELECT * FROM claimed ORDER BY run_at, id";
 
 /*
  * Results are fenced by the attempt: a job someone else reclaimed is left
@@ -155,12 +193,17 @@ static const char claim_sql[] =
  * id; the status test is written "(...) IS TRUE" so that no index on status
  * can serve it, and the row is always found by its primary key. (Planned
  * generically, "status = 'running'" alone let the planner walk the status
- * index, dead entries of every job that ever ran included.)
+ * index, dead entries of every job that ever ran included.) Dones and
+ * releases take arrays: $1 the jobs, $2 their attempts, $3 outputs or the
+ * reason, in the same order.
  */
 static const char done_sql[] =
     "UPDATE hookd.jobs SET status = 'done', finished_at = now(), updated_at = now(),"
-    " lease_until = NULL, last_error = NULL, output = $3"
-    " WHERE id = $1 AND attempts = $2 AND (status = 'running') IS TRUE"
+    " lease_until = NULL, last_error = NULL,"
+    " output = ($3::text[])[array_position($1::bigint[], id)]"
+    " WHERE id = ANY ($1::bigint[])"
+    " AND attempts = ($2::int[])[array_position($1::bigint[], id)]"
+    " AND (status = 'running') IS TRUE"
     " RETURNING set_config('synchronous_commit', 'off', true)";
 
 static const char retry_sql[] =
@@ -174,10 +217,13 @@ static const char dead_sql[] =
     " lease_until = NULL, last_error = $3, output = $4"
     " WHERE id = $1 AND attempts = $2 AND (status = 'running') IS TRUE";
 
+/* Hands claimed jobs back uncounted: attempts that never ran, or were cut at shutdown. */
 static const char release_sql[] =
     "UPDATE hookd.jobs SET status = 'pending', attempts = attempts - 1, updated_at = now(),"
-    " lease_until = NULL, run_at = now(), last_error = 'released at shutdown'"
-    " WHERE id = $1 AND attempts = $2 AND (status = 'running') IS TRUE";
+    " lease_until = NULL, run_at = now(), last_error = $3"
+    " WHERE id = ANY ($1::bigint[])"
+    " AND attempts = ($2::int[])[array_position($1::bigint[], id)]"
+    " AND (status = 'running') IS TRUE";
 
 
 long long
@@ -194,6 +240,13 @@ dispatch_counts(struct dispatch *d, unsigned long long *ret_done, unsigned long 
 {
     *ret_done = d ? atomic_load(&d->d_done_count) : 0;
     *ret_dead = d ? atomic_load(&d->d_dead_count) : 0;
+}
+
+
+unsigned long long
+dispatch_claims(struct dispatch *d)
+{
+    return d ? atomic_load(&d->d_claims) : 0;
 }
 
 
@@ -804,57 +857,188 @@ worker_idle(struct dispatch *d, int ms)
 
 
 /*
- * Records w's finished job as done; when the database cannot be reached the
- * job stays marked unrecorded and the worker tries again before it claims
- * anything else (and once more when it stops), so that a handler which
- * already did its work is not run again just because its result met an
- * outage. Results are fenced by attempt, so a repeat is harmless.
+ * Runs done_sql (outputs) or release_sql (reason) for marks m[0..n).
+ * False when it could not be recorded.
  */
 static bool
-record_done(struct worker *w)
+record_marks(PGconn **c, const char *conninfo, const char *name, const char *sql,
+             const struct mark *m, int n, bool outputs, const char *reason)
 {
-    char id[24], att[16];
-    const char *vals[3] = {id, att, w->w_output_len ? w->w_output : NULL};
+    struct buf ids = {0}, atts = {0}, outs = {0};
+    const char *vals[3];
+    bool ok;
 
-    snprintf(id, sizeof(id), "%lld", w->w_job);
-    snprintf(att, sizeof(att), "%d", w->w_attempt);
-    if (!update_job(&w->w_conn, w->w_d->d_conninfo, "hookd_job_done", done_sql, 3, vals,
-                    w->w_job))
-    {
-        return false;
+    if (n == 0) {
+        return true;
     }
-    w->w_done_unrecorded = false;
-    atomic_fetch_add(&w->w_d->d_done_count, 1);
-    return true;
+    buf_add(&ids, "{", 1);
+    buf_add(&atts, "{", 1);
+    buf_add(&outs, "{", 1);
+    for (int i = 0; i < n; i++) {
+        char num[24];
+        int len;
+
+        len = snprintf(num, sizeof(num), "%s%lld", i ? "," : "", m[i].m_job);
+        buf_add(&ids, num, (size_t)len);
+        len = snprintf(num, sizeof(num), "%s%d", i ? "," : "", m[i].m_attempt);
+        buf_add(&atts, num, (size_t)len);
+        if (outputs) {
+            buf_add_elem(&outs, m[i].m_output, m[i].m_output ? strlen(m[i].m_output) : 0,
+                         i == 0);
+        }
+    }
+    buf_add(&ids, "}", 2);          /* with the NUL */
+    buf_add(&atts, "}", 2);
+    buf_add(&outs, "}", 2);
+    vals[0] = ids.b_data;
+    vals[1] = atts.b_data;
+    vals[2] = outputs ? outs.b_data : reason;
+    ok = !ids.b_failed && !atts.b_failed && !outs.b_failed
+         && update_job(c, conninfo, name, sql, 3, vals, m[0].m_job);
+    if (ids.b_failed || atts.b_failed || outs.b_failed) {
+        log_warning("could not record %d job results job=%lld reason=\"out of memory\"", n,
+                    m[0].m_job);
+    }
+    buf_free(&ids);
+    buf_free(&atts);
+    buf_free(&outs);
+    return ok;
+}
+
+
+static void
+free_marks(struct mark *m, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(m[i].m_output);
+        m[i].m_output = NULL;
+    }
 }
 
 
 /*
- * Runs one claimed job (row 0 of res) and records its outcome. Returns
+ * Records the dones of w's batch; when the database cannot be reached they
+ * stay, and the worker tries again before it claims anything else (and once
+ * more when it stops), so that a handler which already did its work is not
+ * run again just because its result met an outage. Results are fenced by
+ * attempt, so a repeat is harmless.
+ */
+static bool
+flush_dones(struct worker *w)
+{
+    int n = w->w_ndones;
+
+    if (n == 0) {
+        return true;
+    }
+    if (!record_marks(&w->w_conn, w->w_d->d_conninfo, "hookd_job_done", done_sql, w->w_dones,
+                      n, true, NULL))
+    {
+        return false;
+    }
+    pthread_mutex_lock(&w->w_d->d_lock);
+    free_marks(w->w_dones, n);
+    w->w_ndones = 0;
+    pthread_mutex_unlock(&w->w_d->d_lock);
+    atomic_fetch_add(&w->w_d->d_done_count, (unsigned long long)n);
+    return true;
+}
+
+
+/* What an abandoned worker leaves: its unrecorded dones, and jobs to hand back. */
+struct handover {
+    struct mark h_dones[DISPATCH_BATCH_MAX];
+    int h_ndones;
+    struct mark h_back[DISPATCH_BATCH_MAX + 1];
+    int h_nback;
+};
+
+
+/* Takes w's batch over; call with d_lock held, w abandoned. */
+static void
+take_over(struct worker *w, struct handover *h)
+{
+    memcpy(h->h_dones, w->w_dones, sizeof(w->w_dones[0]) * (size_t)w->w_ndones);
+    h->h_ndones = w->w_ndones;
+    w->w_ndones = 0;
+    memcpy(h->h_back, w->w_held, sizeof(w->w_held[0]) * (size_t)w->w_nheld);
+    h->h_nback = w->w_nheld;
+    w->w_nheld = 0;
+}
+
+
+/* Records what take_over took, on *c; why says why the jobs go back. */
+static void
+hand_back(struct dispatch *d, PGconn **c, struct handover *h, const char *why)
+{
+    if (h->h_ndones > 0) {
+        if (record_marks(c, d->d_conninfo, "hookd_job_done", done_sql, h->h_dones,
+                         h->h_ndones, true, NULL))
+        {
+            atomic_fetch_add(&d->d_done_count, (unsigned long long)h->h_ndones);
+        } else {
+            log_warning("finished jobs could not be recorded; they run again after their "
+                        "lease jobs=%d first=%lld", h->h_ndones, h->h_dones[0].m_job);
+        }
+        free_marks(h->h_dones, h->h_ndones);
+    }
+    if (h->h_nback > 0
+        && record_marks(c, d->d_conninfo, "hookd_job_release", release_sql, h->h_back,
+                        h->h_nback, false, why))
+    {
+        for (int i = 0; i < h->h_nback; i++) {
+            log_notice("job handed back to the queue (%s) job=%lld", why, h->h_back[i].m_job);
+        }
+    }
+}
+
+
+/* Jobs to claim next: see DISPATCH_BATCH_US. */
+static int
+batch_size(const struct worker *w)
+{
+    double n = w->w_avg_us > 0 ? DISPATCH_BATCH_US / w->w_avg_us : 1;
+
+    return n < 1 ? 1 : n > DISPATCH_BATCH_MAX ? DISPATCH_BATCH_MAX : (int)n;
+}
+
+
+/*
+ * Runs claimed job `row` of res (the first of w_held) and records its
+ * outcome: a done joins w_dones, a failure is recorded at once. Returns
  * false when this worker was abandoned meanwhile and must end.
  */
 static bool
-worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
+worker_run(struct worker *w, const struct cfg *cfg, PGresult *res, int row)
 {
     struct dispatch *d = w->w_d;
-    const struct cfg_route *route = cfg_find_route(cfg, PQgetvalue(res, 0, 1));
+    const struct cfg_route *route = cfg_find_route(cfg, PQgetvalue(res, row, 1));
     struct hookd_event ev;
     struct hookd_ctx ctx;
     enum hookd_outcome outcome;
-    char id[24], att[16];
     bool abandoned;
     long long started = clock_mono_ms();
+    long long started_us = clock_mono_us();
+    double took_us;
 
     if (route == NULL) {
+        /* Removed by a reload since the claim: back to the queue for an instance that has it. */
+        struct mark back = {atoll(PQgetvalue(res, row, 0)), atoi(PQgetvalue(res, row, 2)), NULL};
+
+        pthread_mutex_lock(&d->d_lock);
+        memmove(w->w_held, w->w_held + 1, sizeof(w->w_held[0]) * (size_t)--w->w_nheld);
+        pthread_mutex_unlock(&d->d_lock);
+        (void)record_marks(&w->w_conn, d->d_conninfo, "hookd_job_release", release_sql, &back,
+                           1, false, "route no longer configured");
         return true;
     }
     memset(&ev, 0, sizeof(ev));
-    ev.he_event_id = atoll(PQgetvalue(res, 0, 3));
-    ev.he_type = PQgetvalue(res, 0, 4);
-    ev.he_chatbot_id = PQgetisnull(res, 0, 5) ? NULL : PQgetvalue(res, 0, 5);
-    ev.he_thread_id = PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6);
-    ev.he_raw = PQgetvalue(res, 0, 7);
-    ev.he_raw_len = (size_t)PQgetlength(res, 0, 7);
+    ev.he_event_id = atoll(PQgetvalue(res, row, 3));
+    ev.he_type = PQgetvalue(res, row, 4);
+    ev.he_chatbot_id = PQgetisnull(res, row, 5) ? NULL : PQgetvalue(res, row, 5);
+    ev.he_thread_id = PQgetisnull(res, row, 6) ? NULL : PQgetvalue(res, row, 6);
+    ev.he_raw = PQgetvalue(res, row, 7);
+    ev.he_raw_len = (size_t)PQgetlength(res, row, 7);
     {
         /* Ingest accepted the nesting it was configured for; never refuse it here. */
         struct json_tokener *tok = json_tokener_new_ex(DISPATCH_JSON_DEPTH);
@@ -862,12 +1046,12 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
         ev.he_json = tok ? json_tokener_parse_ex(tok, ev.he_raw, (int)ev.he_raw_len) : NULL;
         json_tokener_free(tok);
     }
-    ev.he_received_us = atoll(PQgetvalue(res, 0, 8));
+    ev.he_received_us = atoll(PQgetvalue(res, row, 8));
     w->w_event_us = ev.he_received_us;
 
     pthread_mutex_lock(&d->d_lock);
-    w->w_job = atoll(PQgetvalue(res, 0, 0));
-    w->w_attempt = atoi(PQgetvalue(res, 0, 2));
+    w->w_job = atoll(PQgetvalue(res, row, 0));
+    w->w_attempt = atoi(PQgetvalue(res, row, 2));
     w->w_event = ev.he_event_id;
     w->w_route = route->cr_name;
     w->w_max_attempts = route->cr_attempts;
@@ -877,6 +1061,7 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
     w->w_timeout_ms = route->cr_timeout_ms;
     w->w_deadline_ms = started + route->cr_timeout_ms;
     w->w_busy = true;
+    memmove(w->w_held, w->w_held + 1, sizeof(w->w_held[0]) * (size_t)--w->w_nheld);
     pthread_mutex_unlock(&d->d_lock);
 
     w->w_output[0] = '\0';
@@ -916,11 +1101,24 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
     }
     w->w_api_ndata = 0;
 
+    took_us = (double)(clock_mono_us() - started_us);
+    w->w_batch_us += took_us;
     pthread_mutex_lock(&d->d_lock);
     abandoned = w->w_abandoned;
     w->w_busy = false;
+    if (!abandoned && outcome == HOOKD_DONE) {
+        struct mark *m = &w->w_dones[w->w_ndones++];
+
+        m->m_job = w->w_job;
+        m->m_attempt = w->w_attempt;
+        /* Out of memory: recorded without its output rather than not at all. */
+        m->m_output = w->w_output_len ? strdup(w->w_output) : NULL;
+        if (w->w_ndones == 1) {
+            w->w_dones_since_ms = clock_mono_ms();
+        }
+    }
     pthread_mutex_unlock(&d->d_lock);
-    metrics_job_attempt((clock_mono_ms() - started) / 1000.0,
+    metrics_job_attempt(took_us / 1e6,
                         outcome == HOOKD_RETRY && w->w_attempt < w->w_max_attempts);
     if (abandoned) {
         log_warning("handler returned after its job was timed out; result ignored job=%lld "
@@ -928,11 +1126,7 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
         return false;
     }
 
-    snprintf(id, sizeof(id), "%lld", w->w_job);
-    snprintf(att, sizeof(att), "%d", w->w_attempt);
     if (outcome == HOOKD_DONE) {
-        w->w_done_unrecorded = true;
-        record_done(w);
         log_info("job done job=%lld route=%s event=%lld attempt=%d ms=%lld", w->w_job,
                  w->w_route, w->w_event, w->w_attempt, clock_mono_ms() - started);
     } else {
@@ -957,28 +1151,73 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res)
 }
 
 
+/* Whether dispatch is stopping. */
+static bool
+stopping(struct dispatch *d)
+{
+    bool stop;
+
+    pthread_mutex_lock(&d->d_lock);
+    stop = d->d_stopping;
+    pthread_mutex_unlock(&d->d_lock);
+    return stop;
+}
+
+
+/*
+ * Runs the jobs of one claim in order. Returns false when this worker was
+ * abandoned and must end; otherwise jobs it did not start (dispatch is
+ * stopping) are still held.
+ */
+static bool
+worker_batch(struct worker *w, const struct cfg *cfg, PGresult *res)
+{
+    struct dispatch *d = w->w_d;
+    int n = PQntuples(res);
+
+    pthread_mutex_lock(&d->d_lock);
+    for (int i = 0; i < n; i++) {
+        w->w_held[i].m_job = atoll(PQgetvalue(res, i, 0));
+        w->w_held[i].m_attempt = atoi(PQgetvalue(res, i, 2));
+        w->w_held[i].m_output = NULL;
+    }
+    w->w_nheld = n;
+    pthread_mutex_unlock(&d->d_lock);
+    atomic_fetch_add(&d->d_claims, 1);
+
+    w->w_batch_us = 0;
+    for (int i = 0; i < n; i++) {
+        if (stopping(d)) {
+            return true;
+        }
+        /* Dones wait for the batch's end only while that is soon. */
+        if (w->w_ndones > 0 && clock_mono_ms() - w->w_dones_since_ms >= DISPATCH_BATCH_US / 1000) {
+            (void)flush_dones(w);
+        }
+        if (!worker_run(w, cfg, res, i)) {
+            return false;
+        }
+        w->w_avg_us = w->w_batch_us / (i + 1);
+    }
+    return true;
+}
+
+
 static void *
 worker_main(void *arg)
 {
     struct worker *w = arg;
     struct dispatch *d = w->w_d;
     char routes[8192];
-    char lease[16];
+    char lease[16], limit[16];
     bool keep = true;
 
-    while (keep) {
+    while (keep && !stopping(d)) {
         const struct cfg *cfg;
-        const char *vals[3] = {routes, lease, d->d_me};
+        const char *vals[4] = {routes, lease, d->d_me, limit};
         PGresult *res;
-        bool stopping;
 
-        pthread_mutex_lock(&d->d_lock);
-        stopping = d->d_stopping;
-        pthread_mutex_unlock(&d->d_lock);
-        if (stopping) {
-            break;
-        }
-        if (w->w_done_unrecorded && !record_done(w)) {
+        if (!flush_dones(w)) {
             worker_idle(d, 1000);
             continue;
         }
@@ -996,7 +1235,8 @@ worker_main(void *arg)
         routes_literal(cfg, routes, sizeof(routes));
         /* The supervisor renews the leases of running jobs, so this can be short. */
         snprintf(lease, sizeof(lease), "%d", d->d_lease_s);
-        res = exec_prepared(w->w_conn, "hookd_claim", claim_sql, 3, vals);
+        snprintf(limit, sizeof(limit), "%d", batch_size(w));
+        res = exec_prepared(w->w_conn, "hookd_claim", claim_sql, 4, vals);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             const char *msg = PQresultErrorMessage(res);
 
@@ -1012,13 +1252,18 @@ worker_main(void *arg)
             worker_idle(d, next_due_ms(w, routes, d->d_poll_ms));
             continue;
         }
-        keep = worker_run(w, cfg, res);
+        keep = worker_batch(w, cfg, res);
         PQclear(res);
         cfg_put(d->d_cfgs, cfg);
     }
-    if (w->w_done_unrecorded && !record_done(w)) {
-        log_warning("a finished job could not be recorded before stopping; it runs again "
-                    "after its lease job=%lld route=%s", w->w_job, w->w_route);
+    if (keep) {
+        struct handover h;
+
+        /* Stopping: record what is done, hand back what did not start. */
+        pthread_mutex_lock(&d->d_lock);
+        take_over(w, &h);
+        pthread_mutex_unlock(&d->d_lock);
+        hand_back(d, &w->w_conn, &h, "released at shutdown");
     }
 
     PQfinish(w->w_conn);
@@ -1066,6 +1311,66 @@ worker_spawn(struct dispatch *d)
 
 /* ---- listener and supervisor --------------------------------------------- */
 
+/*
+ * Dones that wait behind a long job of their batch are recorded by the
+ * supervisor once they are DISPATCH_DONES_STALE_MS old, so that the next
+ * job of their conversation does not wait for that job too. When the
+ * database is away they go back to their worker, which keeps trying.
+ */
+#define DISPATCH_DONES_STALE_MS 100
+
+static void
+record_stale_dones(struct dispatch *d)
+{
+    long long now = clock_mono_ms();
+    struct worker *w = NULL;
+    bool first = true;
+
+    for (;;) {
+        struct mark dones[DISPATCH_BATCH_MAX];
+        int n = 0;
+
+        /* Only this thread takes workers off the list, so w stays valid. */
+        pthread_mutex_lock(&d->d_lock);
+        for (w = first ? d->d_workers : w->w_next; w != NULL; w = w->w_next) {
+            /* While it is busy the worker leaves its dones alone (see struct worker). */
+            if (w->w_busy && !w->w_abandoned && w->w_ndones > 0
+                && now - w->w_dones_since_ms >= DISPATCH_DONES_STALE_MS)
+            {
+                n = w->w_ndones;
+                memcpy(dones, w->w_dones, sizeof(dones[0]) * (size_t)n);
+                w->w_ndones = 0;
+                break;
+            }
+        }
+        first = false;
+        pthread_mutex_unlock(&d->d_lock);
+        if (w == NULL) {
+            return;
+        }
+        if (record_marks(&d->d_listen_conn, d->d_conninfo, "hookd_job_done", done_sql, dones,
+                         n, true, NULL))
+        {
+            atomic_fetch_add(&d->d_done_count, (unsigned long long)n);
+            free_marks(dones, n);
+            continue;
+        }
+        pthread_mutex_lock(&d->d_lock);
+        if (w->w_busy && !w->w_abandoned && w->w_ndones + n <= DISPATCH_BATCH_MAX) {
+            memcpy(w->w_dones + w->w_ndones, dones, sizeof(dones[0]) * (size_t)n);
+            w->w_ndones += n;
+            n = 0;
+        }
+        pthread_mutex_unlock(&d->d_lock);
+        if (n > 0) {
+            log_warning("finished jobs could not be recorded; they run again after their "
+                        "lease jobs=%d first=%lld", n, dones[0].m_job);
+            free_marks(dones, n);
+        }
+    }
+}
+
+
 /* Times out overrunning handlers: records the failed attempt, replaces the worker. */
 static void
 supervise(struct dispatch *d)
@@ -1081,6 +1386,7 @@ supervise(struct dispatch *d)
         char reason[96];
         const char *route = NULL;
         char route_copy[72];
+        struct handover h;
 
         pthread_mutex_lock(&d->d_lock);
         for (pp = &d->d_workers; *pp != NULL; pp = &(*pp)->w_next) {
@@ -1098,6 +1404,7 @@ supervise(struct dispatch *d)
                                             w->w_max_delay_ms, random_unit());
                 route = w->w_route;
                 snprintf(route_copy, sizeof(route_copy), "%s", route ? route : "?");
+                take_over(w, &h);
                 pthread_detach(w->w_thread);
                 if (!d->d_stopping) {
                     (void)worker_spawn(d);
@@ -1114,14 +1421,28 @@ supervise(struct dispatch *d)
                     route_copy, attempt);
         record_failure(&d->d_listen_conn, d->d_conninfo, job, attempt, max_attempts,
                        max_attempts, delay, reason, NULL, route_copy);
+        /* The rest of its batch: dones recorded, jobs not started handed back. */
+        hand_back(d, &d->d_listen_conn, &h, "its worker timed out on an earlier job");
     }
 }
 
 
+/* Appends id to the bigint[] literal being built in ids. */
+static void
+add_id(struct buf *ids, long long id)
+{
+    char one[24];
+    int len = snprintf(one, sizeof(one), "%s%lld", ids->b_len > 1 ? "," : "", id);
+
+    buf_add(ids, one, (size_t)len);
+}
+
+
 /*
- * Extends the leases of the jobs this instance is running, every third of
- * the lease: a live attempt is never taken over, and a dead instance's jobs
- * come back within one lease.
+ * Extends the leases of the jobs this instance holds (running, waiting in
+ * a batch, or done and not yet recorded), every third of the lease: a live
+ * attempt is never taken over, and a dead instance's jobs come back within
+ * one lease.
  */
 static void
 renew_leases(struct dispatch *d)
@@ -1129,10 +1450,9 @@ renew_leases(struct dispatch *d)
     static const char renew_sql[] =
         "UPDATE hookd.jobs SET lease_until = now() + make_interval(secs => $2::float8)"
         " WHERE id = ANY ($1::bigint[]) AND status = 'running' AND locked_by = $3";
-    char ids[4096] = "{";
+    struct buf ids = {0};
     char lease[16];
-    const char *vals[3] = {ids, lease, d->d_me};
-    size_t n = 1;
+    const char *vals[3] = {NULL, lease, d->d_me};
     long long now = clock_mono_ms();
     PGresult *res;
 
@@ -1140,24 +1460,36 @@ renew_leases(struct dispatch *d)
         return;
     }
     d->d_renewed_ms = now;
+    buf_add(&ids, "{", 1);
     pthread_mutex_lock(&d->d_lock);
-    for (struct worker *w = d->d_workers; w != NULL && n + 24 < sizeof(ids); w = w->w_next) {
-        if (w->w_busy && !w->w_abandoned) {
-            n += (size_t)snprintf(ids + n, sizeof(ids) - n, "%s%lld", n > 1 ? "," : "",
-                                  w->w_job);
+    for (struct worker *w = d->d_workers; w != NULL; w = w->w_next) {
+        if (w->w_abandoned) {
+            continue;
+        }
+        if (w->w_busy) {
+            add_id(&ids, w->w_job);
+        }
+        for (int i = 0; i < w->w_nheld; i++) {
+            add_id(&ids, w->w_held[i].m_job);
+        }
+        for (int i = 0; i < w->w_ndones; i++) {
+            add_id(&ids, w->w_dones[i].m_job);
         }
     }
     pthread_mutex_unlock(&d->d_lock);
-    if (n == 1 || conn_usable(&d->d_listen_conn, d->d_conninfo) == NULL) {
-        return;
+    buf_add(&ids, "}", 1);
+    if (ids.b_failed) {
+        log_warning("could not renew the leases of running jobs reason=\"out of memory\"");
+    } else if (ids.b_len > 2 && conn_usable(&d->d_listen_conn, d->d_conninfo) != NULL) {
+        vals[0] = ids.b_data;
+        snprintf(lease, sizeof(lease), "%d", d->d_lease_s);
+        res = PQexecParams(d->d_listen_conn, renew_sql, 3, NULL, vals, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            log_warning("could not renew the leases of running jobs");
+        }
+        PQclear(res);
     }
-    snprintf(ids + n, sizeof(ids) - n, "}");
-    snprintf(lease, sizeof(lease), "%d", d->d_lease_s);
-    res = PQexecParams(d->d_listen_conn, renew_sql, 3, NULL, vals, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        log_warning("could not renew the leases of running jobs");
-    }
-    PQclear(res);
+    buf_free(&ids);
 }
 
 
@@ -1273,6 +1605,7 @@ listener_main(void *arg)
             usleep(DISPATCH_TICK_MS * 1000);
         }
         supervise(d);
+        record_stale_dones(d);
         renew_leases(d);
         if (d->d_listen_conn != NULL
             && clock_mono_ms() - d->d_stats_checked_ms >= DISPATCH_STATS_CHECK_MS)
@@ -1397,20 +1730,18 @@ dispatch_stop(struct dispatch *d, int grace_ms)
     /* Still running past the grace: hand their jobs back, uncounted. */
     for (struct worker *w = d->d_workers; w != NULL; w = w->w_next) {
         if (w->w_busy) {
-            PGconn *c = connect_db(d->d_conninfo);
-            char id[24], att[16];
-            const char *vals[2] = {id, att};
+            PGconn *c = NULL;
+            struct handover h;
 
             w->w_abandoned = true;
-            snprintf(id, sizeof(id), "%lld", w->w_job);
-            snprintf(att, sizeof(att), "%d", w->w_attempt);
-            if (c != NULL) {
-                (void)update_job(&c, d->d_conninfo, "hookd_job_release", release_sql, 2, vals,
-                                 w->w_job);
-                PQfinish(c);
-            }
-            log_notice("job handed back to the queue at shutdown job=%lld route=%s", w->w_job,
+            take_over(w, &h);
+            h.h_back[h.h_nback].m_job = w->w_job;
+            h.h_back[h.h_nback].m_attempt = w->w_attempt;
+            h.h_back[h.h_nback++].m_output = NULL;
+            log_notice("handler still running at shutdown job=%lld route=%s", w->w_job,
                        w->w_route);
+            hand_back(d, &c, &h, "released at shutdown");
+            PQfinish(c);
         }
     }
     pthread_mutex_unlock(&d->d_lock);

@@ -53,6 +53,9 @@ long long dispatch_heartbeat_ms(struct dispatch *d);
 void dispatch_counts(struct dispatch *d, unsigned long long *ret_done,
                      unsigned long long *ret_dead);
 
+/* Claim statements that took at least one job (several when handlers are fast). NULL d: 0. */
+unsigned long long dispatch_claims(struct dispatch *d);
+
 /*
  * Backoff in milliseconds before attempt `attempt` + 1 (attempt >= 1):
  * first * factor^(attempt-1) capped at max, then "equal jitter" (a random

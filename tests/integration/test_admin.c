@@ -147,6 +147,7 @@ Test(admin, metrics_parse_and_count_what_was_sent)
     cr_assert_geq(metric(text, "hookd_db_connections{state=\"open\"}"), 1);
     /* One request at a time: each of the three stored answers was its own batch. */
     cr_assert_eq(metric(text, "hookd_db_batches_total"), 3);
+    cr_assert_eq(metric(text, "hookd_job_claims_total"), 0);    /* no routes */
     cr_assert_eq(metric(text, "hookd_api_requests_total{status=\"2xx\"}"), 0);
     free(text);
     h_ctx_finish(&x, NULL, NULL);

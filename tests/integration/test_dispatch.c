@@ -1128,3 +1128,166 @@ Test(dispatch, job_never_starts_beside_a_running_job_of_its_conversation)
     h_ctx_finish(&x, NULL, NULL);
     free((char *)x.hx_cfg.hc_top_extra);
 }
+
+
+/* ---- 10. claims of several jobs ----------------------------------------- */
+
+/*
+ * Queues one event and one job of route per element of threads (a SQL
+ * text[] expression), in one transaction and in that order: a backlog that
+ * a worker finds whole at its next poll.
+ */
+static void
+queue_backlog(struct h_ctx *x, const char *route, const char *threads)
+{
+    cr_assert(h_sql_try(x->hx_db.hd_conninfo,
+                        "WITH e AS (INSERT INTO hookd.events (dedup_key, event_type, chatbot_id,"
+                        " thread_id, raw_body, payload, scheme, endpoint)"
+                        " SELECT 'backlog-' || n, 'NEW_MESSAGE', 'c', t,"
+                        " '{\"event\":\"NEW_MESSAGE\"}', '{}', 'x', '/w'"
+                        " FROM unnest(%s) WITH ORDINALITY AS u(t, n) ORDER BY n"
+                        " RETURNING id, thread_id)"
+                        " INSERT INTO hookd.jobs (event_id, route, conversation)"
+                        " SELECT id, '%s', 'c/' || thread_id FROM e ORDER BY id",
+                        threads, route));
+}
+
+
+Test(dispatch, fast_jobs_are_claimed_several_at_once_and_keep_each_conversations_order)
+{
+    static const char routes[] =
+        "{ name = \"fast\"; handler = \"counter\"; options = { durable = false; }; }";
+    struct h_ctx x;
+    long batches;
+
+    setup(&x, "batch_order", dispatch_text(NULL, 2, 500, 300, routes));
+    h_ctx_start(&x);
+    /* 48 jobs in 8 conversations, interleaved: o1, o2, ..., o0, o1, ... */
+    queue_backlog(&x, "fast", "ARRAY(SELECT 'o' || n % 8 FROM generate_series(1, 48) n"
+                  " ORDER BY n)");
+    cr_assert_eq(h_wait_long(&x, 48, 15000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'done' AND attempts = 1"), 48,
+                 "the backlog did not end done, once each");
+    cr_assert_eq(runs_total(&x), 48, "a job ran twice");
+    cr_expect_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM (SELECT started_us,"
+                            " lag(ended_us) OVER (PARTITION BY thread_id ORDER BY event_id) prev"
+                            " FROM public.counter_runs) r WHERE started_us < prev"), 0,
+                 "a job started before the previous job of its conversation ended");
+    /* Dones of one claim are recorded in one statement, so they share finished_at. */
+    batches = h_sql_long(x.hx_db.hd_conninfo, "SELECT count(DISTINCT finished_at)"
+                         " FROM hookd.jobs");
+    cr_log_info("batch_order: 48 jobs recorded done in %ld statements", batches);
+    cr_expect_leq(batches, 24, "jobs were not claimed several at a time");
+    h_ctx_finish(&x, NULL, NULL);
+    free((char *)x.hx_cfg.hc_top_extra);
+}
+
+
+/*
+ * One worker claims the rest of the backlog at once (its first job took
+ * microseconds), and the tenth job of that claim hangs past its timeout:
+ * the nine before it finished done and the twenty after it never started.
+ * The dones are recorded and the twenty handed back at once, not left
+ * running until their lease (at least 31 s here) brings them back.
+ */
+Test(dispatch, timed_out_job_hands_back_the_rest_of_its_claim_and_records_its_dones)
+{
+    static const char routes[] =
+        "{ name = \"mixed\"; handler = \"counter\"; timeout = 1000;\n"
+        "  options = { record = false; slow_thread = \"t-slow\"; slow_ms = 4000; };\n"
+        "  retry = { attempts = 1; }; }";
+    struct h_ctx x;
+
+    setup(&x, "batch_handback", dispatch_text(NULL, 1, 500, 300, routes));
+    h_ctx_start(&x);
+    queue_backlog(&x, "mixed", "ARRAY(SELECT CASE WHEN n = 11 THEN 't-slow' ELSE 'f' || n END"
+                  " FROM generate_series(1, 31) n ORDER BY n)");
+    cr_assert_eq(h_wait_long(&x, 1, 10000, "SELECT count(*) FROM hookd.jobs j"
+                             " JOIN hookd.events e ON e.id = j.event_id"
+                             " WHERE e.thread_id = 't-slow' AND j.status = 'dead'"), 1,
+                 "the hanging job was not timed out");
+    cr_assert_eq(h_wait_long(&x, 30, 8000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'done'"), 30,
+                 "jobs of the hanging job's claim were left running");
+    cr_expect_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM hookd.jobs"
+                            " WHERE status = 'done' AND attempts = 1"), 30,
+                 "a job of the claim ran twice or was counted twice");
+    cr_expect(h_daemon_log_count(&x.hx_daemon, "job handed back to the queue") >= 1,
+              "no job of the claim was handed back (was the claim a single job?)");
+    h_ctx_finish(&x, NULL, NULL);
+    free((char *)x.hx_cfg.hc_top_extra);
+}
+
+
+/*
+ * SIGTERM while the tenth job of a claim outlasts dispatch.stop_grace: the
+ * nine dones before it are recorded (by the supervisor or at the stop), and
+ * it and the twenty after it go back to the queue uncounted, ready for the
+ * next instance.
+ */
+Test(dispatch, stop_past_the_grace_records_a_claims_dones_and_hands_back_the_rest)
+{
+    static const char routes[] =
+        "{ name = \"mixed\"; handler = \"counter\"; timeout = 20000;\n"
+        "  options = { record = false; slow_thread = \"t-slow\"; slow_ms = 4000; }; }";
+    struct h_ctx x;
+    char *disp = dispatch_text(NULL, 1, 500, 300, routes);
+    char *top = h_replace(disp, "lease = 300;", "lease = 300;\n  stop_grace = 300;");
+
+    free(disp);
+    setup(&x, "batch_stop", top);
+    h_ctx_start(&x);
+    queue_backlog(&x, "mixed", "ARRAY(SELECT CASE WHEN n = 11 THEN 't-slow' ELSE 'f' || n END"
+                  " FROM generate_series(1, 31) n ORDER BY n)");
+    /* The worker finds the backlog within its poll interval and is soon in the slow job. */
+    cr_assert_eq(h_wait_long(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs j"
+                             " JOIN hookd.events e ON e.id = j.event_id"
+                             " WHERE e.thread_id = 't-slow' AND j.status = 'running'"), 1,
+                 "the backlog was not claimed");
+    h_daemon_signal(&x.hx_daemon, SIGTERM);
+    cr_assert(h_daemon_wait_exit(&x.hx_daemon, 10000), "hookd did not exit after SIGTERM");
+    cr_expect_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM hookd.jobs"
+                            " WHERE status = 'done' AND attempts = 1"), 10,
+                 "the claim's finished jobs were not recorded done");
+    cr_expect_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM hookd.jobs"
+                            " WHERE status = 'pending' AND attempts = 0"), 21,
+                 "the hanging job and the ones after it were not handed back");
+    h_ctx_finish(&x, NULL, NULL);
+    free((char *)x.hx_cfg.hc_top_extra);
+}
+
+
+/*
+ * The fifth job of a claim takes 3 s; the four dones before it do not wait
+ * for it: they are recorded within a fraction of a second, so the next jobs
+ * of their conversations are not held up by another conversation's job.
+ */
+Test(dispatch, dones_before_a_long_job_of_the_claim_are_recorded_without_waiting_for_it)
+{
+    static const char routes[] =
+        "{ name = \"mixed\"; handler = \"counter\"; timeout = 20000;\n"
+        "  options = { record = false; slow_thread = \"t-slow\"; slow_ms = 3000; }; }";
+    struct h_ctx x;
+    long done;
+
+    setup(&x, "batch_stale", dispatch_text(NULL, 1, 500, 300, routes));
+    h_ctx_start(&x);
+    queue_backlog(&x, "mixed", "ARRAY(SELECT CASE WHEN n = 6 THEN 't-slow' ELSE 'f' || n END"
+                  " FROM generate_series(1, 8) n ORDER BY n)");
+    /* The first claim takes f1 alone, the second f2 to f8 with the slow one. */
+    cr_assert_eq(h_wait_long(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs j"
+                             " JOIN hookd.events e ON e.id = j.event_id"
+                             " WHERE e.thread_id = 't-slow' AND j.status = 'running'"), 1,
+                 "the backlog was not claimed");
+    done = h_wait_long(&x, 5, 1500, "SELECT count(*) FROM hookd.jobs WHERE status = 'done'");
+    cr_expect_eq(done, 5, "the claim's dones waited for its long job (%ld done)", done);
+    cr_expect_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM hookd.jobs j"
+                            " JOIN hookd.events e ON e.id = j.event_id"
+                            " WHERE e.thread_id = 't-slow' AND j.status = 'running'"), 1,
+                 "the long job was not still running");
+    cr_assert_eq(h_wait_long(&x, 8, 10000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'done' AND attempts = 1"), 8,
+                 "the claim did not end done, once each");
+    h_ctx_finish(&x, NULL, NULL);
+    free((char *)x.hx_cfg.hc_top_extra);
+}

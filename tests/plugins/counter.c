@@ -5,12 +5,17 @@
  * end time) into public.counter_runs of hookd's database, then sleeps and
  * answers as its options say:
  *
- *   options = { sleep_ms = 0; fail_first = 0; outcome = "done"; }
+ *   options = { sleep_ms = 0; fail_first = 0; outcome = "done"; record = true;
+ *               durable = true; slow_thread = "t"; slow_ms = 0; }
  *
  * fail_first = N answers "retry" to the first N attempts of every job;
  * outcome is what it answers otherwise ("done", "retry" or "fail").
+ * record = false skips the row (no database at all: a handler that takes
+ * microseconds); durable = false writes it without waiting for the disk.
+ * Events of thread slow_thread sleep slow_ms more.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +26,10 @@
 #include "hookd_plugin.h"
 
 struct counter {
+    bool c_record;
+    bool c_durable;
+    char c_slow_thread[64];
+    int c_slow_ms;
     int c_sleep_ms;
     int c_fail_first;
     enum hookd_outcome c_outcome;
@@ -38,6 +47,20 @@ counter_init(json_object *options, void **state, char *err, size_t errlen)
         return -1;
     }
     c->c_outcome = HOOKD_DONE;
+    c->c_record = true;
+    c->c_durable = true;
+    if (options != NULL && json_object_object_get_ex(options, "record", &v)) {
+        c->c_record = json_object_get_boolean(v);
+    }
+    if (options != NULL && json_object_object_get_ex(options, "durable", &v)) {
+        c->c_durable = json_object_get_boolean(v);
+    }
+    if (options != NULL && json_object_object_get_ex(options, "slow_thread", &v)) {
+        snprintf(c->c_slow_thread, sizeof(c->c_slow_thread), "%s", json_object_get_string(v));
+    }
+    if (options != NULL && json_object_object_get_ex(options, "slow_ms", &v)) {
+        c->c_slow_ms = json_object_get_int(v);
+    }
     if (options != NULL && json_object_object_get_ex(options, "sleep_ms", &v)) {
         c->c_sleep_ms = json_object_get_int(v);
     }
@@ -74,25 +97,42 @@ wall_us(void)
 }
 
 
+static void
+sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+
+    while (ms > 0 && nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+
 static enum hookd_outcome
 counter_handle(void *state, const struct hookd_event *ev, struct hookd_ctx *ctx)
 {
     struct counter *c = state;
-    PGconn *db = ctx->hc_db(ctx, NULL);
+    PGconn *db;
     char event[24], attempt[16], started[24], ended[24];
     const char *vals[7];
     PGresult *res;
     long long start = wall_us();
 
+    sleep_ms(c->c_sleep_ms);
+    if (c->c_slow_thread[0] != '\0' && ev->he_thread_id != NULL
+        && strcmp(ev->he_thread_id, c->c_slow_thread) == 0)
+    {
+        sleep_ms(c->c_slow_ms);
+    }
+    if (!c->c_record) {
+        return c->c_outcome;
+    }
+    db = ctx->hc_db(ctx, NULL);
     if (db == NULL) {
         ctx->hc_set_reason(ctx, "no database");
         return HOOKD_RETRY;
     }
-    if (c->c_sleep_ms > 0) {
-        struct timespec ts = {c->c_sleep_ms / 1000, (long)(c->c_sleep_ms % 1000) * 1000000};
-
-        while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-        }
+    if (!c->c_durable) {
+        PQclear(PQexec(db, "SET synchronous_commit = off"));
     }
     snprintf(event, sizeof(event), "%lld", (long long)ev->he_event_id);
     snprintf(attempt, sizeof(attempt), "%d", ctx->hc_attempt);
