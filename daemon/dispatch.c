@@ -125,7 +125,8 @@ struct dispatch {
     atomic_ullong d_done_count;
     atomic_ullong d_dead_count;
     atomic_ullong d_claims;         /* claim statements that took at least one job */
-    PGconn *d_listen_conn;
+    PGconn *d_listen_conn;          /* LISTEN only, and the statistics check */
+    PGconn *d_sup_conn;             /* the supervisor's results and lease renewals */
 };
 
 /*
@@ -144,48 +145,67 @@ struct dispatch {
 #define DISPATCH_STATS_CHECK_MS 10000
 
 /*
- * Claims the next job. A statement that claims a job, and the one that
- * marks it done, commit without waiting for the disk (synchronous_commit
+ * Claims jobs. A statement that claims jobs, and the one that marks
+ * them done, commit without waiting for the disk (synchronous_commit
  * off, for their own transaction only): what a crash of PostgreSQL itself
  * can lose is the last fraction of a second of claims and "done" marks, and
  * the jobs concerned simply run again, which at-least-once delivery allows.
  * Events, retries and dead letters, handlers' own writes and the record of
  * API calls (hookd.api_actions) still commit durably, and each durable
  * commit also makes every earlier claim durable.
+ *
+ * The claim, for up to `limit` jobs:
+ * - only the first unfinished job of a conversation is a candidate, so a
+ *   claim of several jobs takes at most one of each conversation;
+ * - never beside a running job of its conversation, whatever the ids'
+ *   order (a correlated subquery, so that it looks up this conversation in
+ *   jobs_running_idx instead of reading every running entry);
+ * - attempts are counted when claimed, so that a job that kills hookd
+ *   cannot run forever; a job held unstarted in the claim of an instance
+ *   that died counts one too. So a job claimed before (a retry, or back
+ *   from a dead instance) is claimed alone once it is first in line, and
+ *   left for then otherwise: it takes no other job down with it again, and
+ *   a job loses at most one attempt that way.
  */
-static const char claim_sql[] =
-    "WITH cand AS ("
-    " SELECT j.id FROM hookd.jobs j"
-    " WHERE j.route = ANY($1::text[])"
-    "  AND ((j.status = 'pending' AND j.run_at <= now())"
-    "   OR (j.status = 'running' AND j.lease_until < now()))"
-    /*
-     * Only the first unfinished job of a conversation is a candidate, so a
-     * claim of several jobs takes at most one of each conversation.
-     */
-    "  AND NOT EXISTS (SELECT 1 FROM hookd.jobs p"
-    "   WHERE p.route = j.route AND p.conversation = j.conversation AND p.id < j.id"
-    "   AND p.status IN ('pending', 'running'))"
-    /*
-     * Never beside a running job of its conversation, whatever the ids'
-     * order. A correlated subquery, so that it looks up this conversation in
-     * jobs_running_idx instead of reading every running entry.
-     */
-    "  AND (SELECT count(*) FROM hookd.jobs r"
-    "   WHERE r.route = j.route AND r.conversation = j.conversation AND r.id <> j.id"
-    "   AND r.status = 'running' AND r.lease_until >= now()) = 0"
-    " ORDER BY j.run_at, j.id LIMIT $4"
-    " FOR UPDATE OF j SKIP LOCKED"
-    "), claimed AS ("
-    " UPDATE hookd.jobs j SET status = 'running', attempts = j.attempts + 1,"
-    "  lease_until = now() + make_interval(secs => $2::float8), locked_by = $3,"
-    "  updated_at = now()"
-    " FROM cand, hookd.events e WHERE j.id = cand.id AND e.id = j.event_id"
-    " RETURNING j.id, j.route, j.attempts, e.id AS event, e.event_type, e.chatbot_id,"
-    "  e.thread_id, e.raw_body, (extract(epoch FROM e.received_at) * 1000000)::bigint,"
-    "  set_config('synchronous_commit', 'off', true), j.run_at"
-    ")"
-    " SELECT * FROM claimed ORDER BY run_at, id";
+#define CLAIM_SQL(limit) \
+    "WITH cand AS (" \
+    " SELECT j.id, j.attempts, j.run_at FROM hookd.jobs j" \
+    " WHERE j.route = ANY($1::text[])" \
+    "  AND ((j.status = 'pending' AND j.run_at <= now())" \
+    "   OR (j.status = 'running' AND j.lease_until < now()))" \
+    "  AND NOT EXISTS (SELECT 1 FROM hookd.jobs p" \
+    "   WHERE p.route = j.route AND p.conversation = j.conversation AND p.id < j.id" \
+    "   AND p.status IN ('pending', 'running'))" \
+    "  AND (SELECT count(*) FROM hookd.jobs r" \
+    "   WHERE r.route = j.route AND r.conversation = j.conversation AND r.id <> j.id" \
+    "   AND r.status = 'running' AND r.lease_until >= now()) = 0" \
+    " ORDER BY j.run_at, j.id LIMIT " limit \
+    " FOR UPDATE OF j SKIP LOCKED" \
+    "), head AS (" \
+    " SELECT x.id, x.attempts FROM cand x ORDER BY x.run_at, x.id LIMIT 1" \
+    "), pick AS (" \
+    " SELECT c.id FROM cand c, head h" \
+    " WHERE c.id = h.id OR (c.attempts = 0 AND h.attempts = 0)" \
+    "), claimed AS (" \
+    " UPDATE hookd.jobs j SET status = 'running', attempts = j.attempts + 1," \
+    "  lease_until = now() + make_interval(secs => $2::float8), locked_by = $3," \
+    "  updated_at = now()" \
+    " FROM pick, hookd.events e WHERE j.id = pick.id AND e.id = j.event_id" \
+    " RETURNING j.id, j.route, j.attempts, e.id AS event, e.event_type, e.chatbot_id," \
+    "  e.thread_id, e.raw_body, (extract(epoch FROM e.received_at) * 1000000)::bigint," \
+    "  set_config('synchronous_commit', 'off', true), j.run_at" \
+    ")" \
+    " SELECT * FROM claimed ORDER BY run_at, id"
+
+/*
+ * A claim of one job is its own statement: with the LIMIT a parameter, the
+ * planner guesses a tenth of the candidates for it, which makes a generic
+ * plan look dearer than a custom one, and every claim would be planned
+ * again (a third of a millisecond). Claims of several jobs take that, once
+ * for up to DISPATCH_BATCH_MAX jobs.
+ */
+static const char claim_one_sql[] = CLAIM_SQL("1");
+static const char claim_many_sql[] = CLAIM_SQL("$4");
 
 /*
  * Results are fenced by the attempt: a job someone else reclaimed is left
@@ -355,15 +375,17 @@ exec_prepared(PGconn *c, const char *name, const char *sql, int n, const char *c
 /*
  * Runs a result update, on a fresh connection when the old one turned out
  * dead (the updates are fenced by attempt, so repeating one is harmless).
- * False when it could not be recorded; the lease then brings the job back.
+ * Returns the rows it changed (0: the attempt was no longer running), or -1
+ * when it could not be recorded; the lease then brings the job back.
  */
-static bool
+static int
 update_job(PGconn **c, const char *conninfo, const char *name, const char *sql, int n,
            const char *const *values, long long job)
 {
     for (int tries = 0; tries < 2; tries++) {
         PGresult *res;
         bool ok;
+        int rows;
 
         if (conn_usable(c, conninfo) == NULL) {
             break;
@@ -376,16 +398,17 @@ update_job(PGconn **c, const char *conninfo, const char *name, const char *sql, 
             log_warning("could not record a job result job=%lld reason=\"%.*s\"", job,
                         (int)strcspn(msg, "\n"), msg);
             PQclear(res);
-            return false;
+            return -1;
         }
+        rows = atoi(PQcmdTuples(res));
         PQclear(res);
         if (ok) {
-            return true;
+            return rows;
         }
     }
     log_warning("could not record a job result job=%lld reason=\"no database connection\"",
                 job);
-    return false;
+    return -1;
 }
 
 
@@ -408,14 +431,14 @@ record_failure(PGconn **c, const char *conninfo, long long job, int attempt, int
     if (attempt >= max_attempts) {
         const char *dvals[4] = {id, att, reason, output};
 
-        if (update_job(c, conninfo, "hookd_job_dead", dead_sql, 4, dvals, job)) {
+        if (update_job(c, conninfo, "hookd_job_dead", dead_sql, 4, dvals, job) >= 0) {
             log_warning("job dead %s job=%lld route=%s attempt=%d reason=\"%s\"",
                         attempt == max_attempts_configured ? "after its last attempt"
                         : "(failed for good)", job, route, attempt, reason);
         }
         return;
     }
-    if (update_job(c, conninfo, "hookd_job_retry", retry_sql, 5, vals, job)) {
+    if (update_job(c, conninfo, "hookd_job_retry", retry_sql, 5, vals, job) >= 0) {
         log_info("job will retry job=%lld route=%s attempt=%d delay_ms=%ld reason=\"%s\"", job,
                  route, attempt, delay_ms, reason);
     }
@@ -858,18 +881,18 @@ worker_idle(struct dispatch *d, int ms)
 
 /*
  * Runs done_sql (outputs) or release_sql (reason) for marks m[0..n).
- * False when it could not be recorded.
+ * Returns the jobs changed, or -1 when it could not be recorded.
  */
-static bool
+static int
 record_marks(PGconn **c, const char *conninfo, const char *name, const char *sql,
              const struct mark *m, int n, bool outputs, const char *reason)
 {
     struct buf ids = {0}, atts = {0}, outs = {0};
     const char *vals[3];
-    bool ok;
+    int rows = -1;
 
     if (n == 0) {
-        return true;
+        return 0;
     }
     buf_add(&ids, "{", 1);
     buf_add(&atts, "{", 1);
@@ -887,22 +910,22 @@ record_marks(PGconn **c, const char *conninfo, const char *name, const char *sql
                          i == 0);
         }
     }
-    buf_add(&ids, "}", 2);          /* with the NUL */
-    buf_add(&atts, "}", 2);
-    buf_add(&outs, "}", 2);
+    buf_add(&ids, "}", 1);
+    buf_add(&atts, "}", 1);
+    buf_add(&outs, "}", 1);
     vals[0] = ids.b_data;
     vals[1] = atts.b_data;
     vals[2] = outputs ? outs.b_data : reason;
-    ok = !ids.b_failed && !atts.b_failed && !outs.b_failed
-         && update_job(c, conninfo, name, sql, 3, vals, m[0].m_job);
     if (ids.b_failed || atts.b_failed || outs.b_failed) {
         log_warning("could not record %d job results job=%lld reason=\"out of memory\"", n,
                     m[0].m_job);
+    } else {
+        rows = update_job(c, conninfo, name, sql, 3, vals, m[0].m_job);
     }
     buf_free(&ids);
     buf_free(&atts);
     buf_free(&outs);
-    return ok;
+    return rows;
 }
 
 
@@ -927,20 +950,22 @@ static bool
 flush_dones(struct worker *w)
 {
     int n = w->w_ndones;
+    int rows;
 
     if (n == 0) {
         return true;
     }
-    if (!record_marks(&w->w_conn, w->w_d->d_conninfo, "hookd_job_done", done_sql, w->w_dones,
-                      n, true, NULL))
-    {
+    rows = record_marks(&w->w_conn, w->w_d->d_conninfo, "hookd_job_done", done_sql,
+                        w->w_dones, n, true, NULL);
+    if (rows < 0) {
         return false;
     }
     pthread_mutex_lock(&w->w_d->d_lock);
     free_marks(w->w_dones, n);
     w->w_ndones = 0;
     pthread_mutex_unlock(&w->w_d->d_lock);
-    atomic_fetch_add(&w->w_d->d_done_count, (unsigned long long)n);
+    /* Rows, not marks: the supervisor may have recorded some already. */
+    atomic_fetch_add(&w->w_d->d_done_count, (unsigned long long)rows);
     return true;
 }
 
@@ -972,23 +997,29 @@ static void
 hand_back(struct dispatch *d, PGconn **c, struct handover *h, const char *why)
 {
     if (h->h_ndones > 0) {
-        if (record_marks(c, d->d_conninfo, "hookd_job_done", done_sql, h->h_dones,
-                         h->h_ndones, true, NULL))
-        {
-            atomic_fetch_add(&d->d_done_count, (unsigned long long)h->h_ndones);
+        int rows = record_marks(c, d->d_conninfo, "hookd_job_done", done_sql, h->h_dones,
+                                h->h_ndones, true, NULL);
+
+        if (rows >= 0) {
+            atomic_fetch_add(&d->d_done_count, (unsigned long long)rows);
         } else {
             log_warning("finished jobs could not be recorded; they run again after their "
                         "lease jobs=%d first=%lld", h->h_ndones, h->h_dones[0].m_job);
         }
         free_marks(h->h_dones, h->h_ndones);
     }
-    if (h->h_nback > 0
-        && record_marks(c, d->d_conninfo, "hookd_job_release", release_sql, h->h_back,
-                        h->h_nback, false, why))
+    if (h->h_nback == 0) {
+        return;
+    }
+    if (record_marks(c, d->d_conninfo, "hookd_job_release", release_sql, h->h_back,
+                     h->h_nback, false, why) < 0)
     {
-        for (int i = 0; i < h->h_nback; i++) {
-            log_notice("job handed back to the queue (%s) job=%lld", why, h->h_back[i].m_job);
-        }
+        log_warning("claimed jobs could not be handed back; they run after their lease, "
+                    "an attempt counted jobs=%d first=%lld", h->h_nback, h->h_back[0].m_job);
+        return;
+    }
+    for (int i = 0; i < h->h_nback; i++) {
+        log_notice("job handed back to the queue (%s) job=%lld", why, h->h_back[i].m_job);
     }
 }
 
@@ -1236,7 +1267,9 @@ worker_main(void *arg)
         /* The supervisor renews the leases of running jobs, so this can be short. */
         snprintf(lease, sizeof(lease), "%d", d->d_lease_s);
         snprintf(limit, sizeof(limit), "%d", batch_size(w));
-        res = exec_prepared(w->w_conn, "hookd_claim", claim_sql, 4, vals);
+        res = batch_size(w) == 1
+              ? exec_prepared(w->w_conn, "hookd_claim_one", claim_one_sql, 3, vals)
+              : exec_prepared(w->w_conn, "hookd_claim_many", claim_many_sql, 4, vals);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             const char *msg = PQresultErrorMessage(res);
 
@@ -1314,8 +1347,11 @@ worker_spawn(struct dispatch *d)
 /*
  * Dones that wait behind a long job of their batch are recorded by the
  * supervisor once they are DISPATCH_DONES_STALE_MS old, so that the next
- * job of their conversation does not wait for that job too. When the
- * database is away they go back to their worker, which keeps trying.
+ * job of their conversation does not wait for that job too. It records
+ * copies and then removes what it recorded from the worker, if the worker
+ * is still busy (see struct worker); otherwise the worker records them
+ * again, which changes nothing (results are fenced by attempt). When the
+ * database is away the dones simply stay with their worker.
  */
 #define DISPATCH_DONES_STALE_MS 100
 
@@ -1328,18 +1364,19 @@ record_stale_dones(struct dispatch *d)
 
     for (;;) {
         struct mark dones[DISPATCH_BATCH_MAX];
-        int n = 0;
+        int n = 0, rows;
 
         /* Only this thread takes workers off the list, so w stays valid. */
         pthread_mutex_lock(&d->d_lock);
         for (w = first ? d->d_workers : w->w_next; w != NULL; w = w->w_next) {
-            /* While it is busy the worker leaves its dones alone (see struct worker). */
             if (w->w_busy && !w->w_abandoned && w->w_ndones > 0
                 && now - w->w_dones_since_ms >= DISPATCH_DONES_STALE_MS)
             {
-                n = w->w_ndones;
-                memcpy(dones, w->w_dones, sizeof(dones[0]) * (size_t)n);
-                w->w_ndones = 0;
+                for (n = 0; n < w->w_ndones; n++) {
+                    dones[n] = w->w_dones[n];
+                    dones[n].m_output = w->w_dones[n].m_output
+                                        ? strdup(w->w_dones[n].m_output) : NULL;
+                }
                 break;
             }
         }
@@ -1348,24 +1385,35 @@ record_stale_dones(struct dispatch *d)
         if (w == NULL) {
             return;
         }
-        if (record_marks(&d->d_listen_conn, d->d_conninfo, "hookd_job_done", done_sql, dones,
-                         n, true, NULL))
-        {
-            atomic_fetch_add(&d->d_done_count, (unsigned long long)n);
-            free_marks(dones, n);
-            continue;
-        }
+        rows = record_marks(&d->d_sup_conn, d->d_conninfo, "hookd_job_done", done_sql, dones,
+                            n, true, NULL);
+        free_marks(dones, n);
         pthread_mutex_lock(&d->d_lock);
-        if (w->w_busy && !w->w_abandoned && w->w_ndones + n <= DISPATCH_BATCH_MAX) {
-            memcpy(w->w_dones + w->w_ndones, dones, sizeof(dones[0]) * (size_t)n);
-            w->w_ndones += n;
-            n = 0;
+        if (rows >= 0 && w->w_busy && !w->w_abandoned) {
+            int kept = 0;
+
+            for (int i = 0; i < w->w_ndones; i++) {
+                bool recorded = false;
+
+                for (int k = 0; k < n && !recorded; k++) {
+                    recorded = dones[k].m_job == w->w_dones[i].m_job
+                               && dones[k].m_attempt == w->w_dones[i].m_attempt;
+                }
+                if (recorded) {
+                    free(w->w_dones[i].m_output);
+                } else {
+                    w->w_dones[kept++] = w->w_dones[i];
+                }
+            }
+            w->w_ndones = kept;
+        }
+        if (w->w_busy && !w->w_abandoned) {
+            /* Left or failed: look again in DISPATCH_DONES_STALE_MS, not at once. */
+            w->w_dones_since_ms = now;
         }
         pthread_mutex_unlock(&d->d_lock);
-        if (n > 0) {
-            log_warning("finished jobs could not be recorded; they run again after their "
-                        "lease jobs=%d first=%lld", n, dones[0].m_job);
-            free_marks(dones, n);
+        if (rows > 0) {
+            atomic_fetch_add(&d->d_done_count, (unsigned long long)rows);
         }
     }
 }
@@ -1419,10 +1467,10 @@ supervise(struct dispatch *d)
         snprintf(reason, sizeof(reason), "handler overran its timeout of %d ms", timeout_ms);
         log_warning("job timed out, worker replaced job=%lld route=%s attempt=%d", job,
                     route_copy, attempt);
-        record_failure(&d->d_listen_conn, d->d_conninfo, job, attempt, max_attempts,
+        record_failure(&d->d_sup_conn, d->d_conninfo, job, attempt, max_attempts,
                        max_attempts, delay, reason, NULL, route_copy);
         /* The rest of its batch: dones recorded, jobs not started handed back. */
-        hand_back(d, &d->d_listen_conn, &h, "its worker timed out on an earlier job");
+        hand_back(d, &d->d_sup_conn, &h, "its worker timed out on an earlier job");
     }
 }
 
@@ -1480,10 +1528,10 @@ renew_leases(struct dispatch *d)
     buf_add(&ids, "}", 1);
     if (ids.b_failed) {
         log_warning("could not renew the leases of running jobs reason=\"out of memory\"");
-    } else if (ids.b_len > 2 && conn_usable(&d->d_listen_conn, d->d_conninfo) != NULL) {
+    } else if (ids.b_len > 2 && conn_usable(&d->d_sup_conn, d->d_conninfo) != NULL) {
         vals[0] = ids.b_data;
         snprintf(lease, sizeof(lease), "%d", d->d_lease_s);
-        res = PQexecParams(d->d_listen_conn, renew_sql, 3, NULL, vals, NULL, NULL, 0);
+        res = PQexecParams(d->d_sup_conn, renew_sql, 3, NULL, vals, NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
             log_warning("could not renew the leases of running jobs");
         }
@@ -1759,6 +1807,8 @@ dispatch_stop(struct dispatch *d, int grace_ms)
     }
     PQfinish(d->d_listen_conn);
     d->d_listen_conn = NULL;
+    PQfinish(d->d_sup_conn);
+    d->d_sup_conn = NULL;
     pthread_mutex_lock(&d->d_lock);
     if (d->d_running > 0) {
         /* A stuck handler's thread still refers to d: leave it to the exit. */

@@ -19,11 +19,12 @@
  * the events were received.
  *
  * Delivery is at least once: a job whose worker died, or whose answer was
- * lost, runs again (ctx->hc_attempt tells which run this is); so does one
- * that finished in the last fraction of a second before hookd was killed
- * (the results of fast handlers are recorded a few at a time) or before
- * PostgreSQL itself crashed (job states commit without waiting for the
- * disk). Handlers make
+ * lost, runs again (ctx->hc_attempt counts the claims of the job, so it
+ * tells which run this is; a job that was waiting in the claim of a killed
+ * hookd counts one more); so does one that finished in the last fraction
+ * of a second before hookd was killed (the results of fast handlers are
+ * recorded a few at a time) or before PostgreSQL itself crashed (job
+ * states commit without waiting for the disk). Handlers make
  * their effects idempotent, for example keyed by ev->he_event_id.
  */
 #ifndef HOOKD_PLUGIN_H

@@ -1134,11 +1134,12 @@ Test(dispatch, job_never_starts_beside_a_running_job_of_its_conversation)
 
 /*
  * Queues one event and one job of route per element of threads (a SQL
- * text[] expression), in one transaction and in that order: a backlog that
- * a worker finds whole at its next poll.
+ * text[] expression), in one transaction and in that order, with the
+ * statement then (or none) after it: a backlog that a worker finds whole at
+ * its next poll.
  */
 static void
-queue_backlog(struct h_ctx *x, const char *route, const char *threads)
+queue_backlog(struct h_ctx *x, const char *route, const char *threads, const char *then)
 {
     cr_assert(h_sql_try(x->hx_db.hd_conninfo,
                         "WITH e AS (INSERT INTO hookd.events (dedup_key, event_type, chatbot_id,"
@@ -1148,8 +1149,8 @@ queue_backlog(struct h_ctx *x, const char *route, const char *threads)
                         " FROM unnest(%s) WITH ORDINALITY AS u(t, n) ORDER BY n"
                         " RETURNING id, thread_id)"
                         " INSERT INTO hookd.jobs (event_id, route, conversation)"
-                        " SELECT id, '%s', 'c/' || thread_id FROM e ORDER BY id",
-                        threads, route));
+                        " SELECT id, '%s', 'c/' || thread_id FROM e ORDER BY id; %s",
+                        threads, route, then ? then : ""));
 }
 
 
@@ -1164,7 +1165,7 @@ Test(dispatch, fast_jobs_are_claimed_several_at_once_and_keep_each_conversations
     h_ctx_start(&x);
     /* 48 jobs in 8 conversations, interleaved: o1, o2, ..., o0, o1, ... */
     queue_backlog(&x, "fast", "ARRAY(SELECT 'o' || n % 8 FROM generate_series(1, 48) n"
-                  " ORDER BY n)");
+                  " ORDER BY n)", NULL);
     cr_assert_eq(h_wait_long(&x, 48, 15000, "SELECT count(*) FROM hookd.jobs"
                              " WHERE status = 'done' AND attempts = 1"), 48,
                  "the backlog did not end done, once each");
@@ -1185,10 +1186,10 @@ Test(dispatch, fast_jobs_are_claimed_several_at_once_and_keep_each_conversations
 
 /*
  * One worker claims the rest of the backlog at once (its first job took
- * microseconds), and the tenth job of that claim hangs past its timeout:
- * the nine before it finished done and the twenty after it never started.
- * The dones are recorded and the twenty handed back at once, not left
- * running until their lease (at least 31 s here) brings them back.
+ * microseconds), and the second job of that claim hangs past its timeout:
+ * the one before it finished done and the twenty-eight after it never
+ * started. The done is recorded and the twenty-eight handed back at once,
+ * not left running until their lease (at least 31 s here) brings them back.
  */
 Test(dispatch, timed_out_job_hands_back_the_rest_of_its_claim_and_records_its_dones)
 {
@@ -1200,8 +1201,8 @@ Test(dispatch, timed_out_job_hands_back_the_rest_of_its_claim_and_records_its_do
 
     setup(&x, "batch_handback", dispatch_text(NULL, 1, 500, 300, routes));
     h_ctx_start(&x);
-    queue_backlog(&x, "mixed", "ARRAY(SELECT CASE WHEN n = 11 THEN 't-slow' ELSE 'f' || n END"
-                  " FROM generate_series(1, 31) n ORDER BY n)");
+    queue_backlog(&x, "mixed", "ARRAY(SELECT CASE WHEN n = 3 THEN 't-slow' ELSE 'f' || n END"
+                  " FROM generate_series(1, 31) n ORDER BY n)", NULL);
     cr_assert_eq(h_wait_long(&x, 1, 10000, "SELECT count(*) FROM hookd.jobs j"
                              " JOIN hookd.events e ON e.id = j.event_id"
                              " WHERE e.thread_id = 't-slow' AND j.status = 'dead'"), 1,
@@ -1220,9 +1221,9 @@ Test(dispatch, timed_out_job_hands_back_the_rest_of_its_claim_and_records_its_do
 
 
 /*
- * SIGTERM while the tenth job of a claim outlasts dispatch.stop_grace: the
- * nine dones before it are recorded (by the supervisor or at the stop), and
- * it and the twenty after it go back to the queue uncounted, ready for the
+ * SIGTERM while the second job of a claim outlasts dispatch.stop_grace: the
+ * done before it is recorded (by the supervisor or at the stop), and it and
+ * the twenty-eight after it go back to the queue uncounted, ready for the
  * next instance.
  */
 Test(dispatch, stop_past_the_grace_records_a_claims_dones_and_hands_back_the_rest)
@@ -1237,8 +1238,8 @@ Test(dispatch, stop_past_the_grace_records_a_claims_dones_and_hands_back_the_res
     free(disp);
     setup(&x, "batch_stop", top);
     h_ctx_start(&x);
-    queue_backlog(&x, "mixed", "ARRAY(SELECT CASE WHEN n = 11 THEN 't-slow' ELSE 'f' || n END"
-                  " FROM generate_series(1, 31) n ORDER BY n)");
+    queue_backlog(&x, "mixed", "ARRAY(SELECT CASE WHEN n = 3 THEN 't-slow' ELSE 'f' || n END"
+                  " FROM generate_series(1, 31) n ORDER BY n)", NULL);
     /* The worker finds the backlog within its poll interval and is soon in the slow job. */
     cr_assert_eq(h_wait_long(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs j"
                              " JOIN hookd.events e ON e.id = j.event_id"
@@ -1247,10 +1248,10 @@ Test(dispatch, stop_past_the_grace_records_a_claims_dones_and_hands_back_the_res
     h_daemon_signal(&x.hx_daemon, SIGTERM);
     cr_assert(h_daemon_wait_exit(&x.hx_daemon, 10000), "hookd did not exit after SIGTERM");
     cr_expect_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE status = 'done' AND attempts = 1"), 10,
+                            " WHERE status = 'done' AND attempts = 1"), 2,
                  "the claim's finished jobs were not recorded done");
     cr_expect_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM hookd.jobs"
-                            " WHERE status = 'pending' AND attempts = 0"), 21,
+                            " WHERE status = 'pending' AND attempts = 0"), 29,
                  "the hanging job and the ones after it were not handed back");
     h_ctx_finish(&x, NULL, NULL);
     free((char *)x.hx_cfg.hc_top_extra);
@@ -1258,9 +1259,9 @@ Test(dispatch, stop_past_the_grace_records_a_claims_dones_and_hands_back_the_res
 
 
 /*
- * The fifth job of a claim takes 3 s; the four dones before it do not wait
- * for it: they are recorded within a fraction of a second, so the next jobs
- * of their conversations are not held up by another conversation's job.
+ * The second job of a claim takes 3 s; the done before it does not wait for
+ * it: it is recorded within a fraction of a second, so the next job of its
+ * conversation is not held up by another conversation's job.
  */
 Test(dispatch, dones_before_a_long_job_of_the_claim_are_recorded_without_waiting_for_it)
 {
@@ -1272,15 +1273,15 @@ Test(dispatch, dones_before_a_long_job_of_the_claim_are_recorded_without_waiting
 
     setup(&x, "batch_stale", dispatch_text(NULL, 1, 500, 300, routes));
     h_ctx_start(&x);
-    queue_backlog(&x, "mixed", "ARRAY(SELECT CASE WHEN n = 6 THEN 't-slow' ELSE 'f' || n END"
-                  " FROM generate_series(1, 8) n ORDER BY n)");
+    queue_backlog(&x, "mixed", "ARRAY(SELECT CASE WHEN n = 3 THEN 't-slow' ELSE 'f' || n END"
+                  " FROM generate_series(1, 8) n ORDER BY n)", NULL);
     /* The first claim takes f1 alone, the second f2 to f8 with the slow one. */
     cr_assert_eq(h_wait_long(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs j"
                              " JOIN hookd.events e ON e.id = j.event_id"
                              " WHERE e.thread_id = 't-slow' AND j.status = 'running'"), 1,
                  "the backlog was not claimed");
-    done = h_wait_long(&x, 5, 1500, "SELECT count(*) FROM hookd.jobs WHERE status = 'done'");
-    cr_expect_eq(done, 5, "the claim's dones waited for its long job (%ld done)", done);
+    done = h_wait_long(&x, 2, 1500, "SELECT count(*) FROM hookd.jobs WHERE status = 'done'");
+    cr_expect_eq(done, 2, "the claim's done waited for its long job (%ld done)", done);
     cr_expect_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM hookd.jobs j"
                             " JOIN hookd.events e ON e.id = j.event_id"
                             " WHERE e.thread_id = 't-slow' AND j.status = 'running'"), 1,
@@ -1288,6 +1289,42 @@ Test(dispatch, dones_before_a_long_job_of_the_claim_are_recorded_without_waiting
     cr_assert_eq(h_wait_long(&x, 8, 10000, "SELECT count(*) FROM hookd.jobs"
                              " WHERE status = 'done' AND attempts = 1"), 8,
                  "the claim did not end done, once each");
+    h_ctx_finish(&x, NULL, NULL);
+    free((char *)x.hx_cfg.hc_top_extra);
+}
+
+
+/*
+ * A job claimed before (here a retry that fell due) is never part of a
+ * claim of several: if it kills hookd, it takes no other job with it. The
+ * others go on being claimed together around it.
+ */
+Test(dispatch, job_claimed_before_is_claimed_alone_and_the_others_still_together)
+{
+    static const char routes[] =
+        "{ name = \"fast\"; handler = \"counter\"; options = { record = false; }; }";
+    struct h_ctx x;
+    long batches;
+
+    setup(&x, "batch_retry_alone", dispatch_text(NULL, 1, 500, 300, routes));
+    h_ctx_start(&x);
+    queue_backlog(&x, "fast", "ARRAY(SELECT 'f' || n FROM generate_series(1, 40) n ORDER BY n)",
+                  "UPDATE hookd.jobs SET attempts = 1 WHERE event_id ="
+                  " (SELECT id FROM hookd.events WHERE thread_id = 'f11')");
+    cr_assert_eq(h_wait_long(&x, 40, 10000, "SELECT count(*) FROM hookd.jobs"
+                             " WHERE status = 'done'"), 40, "the backlog did not end done");
+    /* Dones of one claim are recorded in one statement, so they share finished_at. */
+    cr_expect_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM hookd.jobs"
+                            " WHERE finished_at = (SELECT j.finished_at FROM hookd.jobs j"
+                            " JOIN hookd.events e ON e.id = j.event_id WHERE e.thread_id = 'f11')"),
+                 1, "the job claimed before was claimed together with others");
+    cr_expect_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT j.attempts FROM hookd.jobs j"
+                            " JOIN hookd.events e ON e.id = j.event_id WHERE e.thread_id = 'f11'"),
+                 2);
+    batches = h_sql_long(x.hx_db.hd_conninfo, "SELECT count(DISTINCT finished_at)"
+                         " FROM hookd.jobs");
+    cr_log_info("batch_retry_alone: 40 jobs recorded done in %ld statements", batches);
+    cr_expect_leq(batches, 6, "the other jobs were not claimed together");
     h_ctx_finish(&x, NULL, NULL);
     free((char *)x.hx_cfg.hc_top_extra);
 }
