@@ -36,11 +36,11 @@
 /*
  * A claim takes several jobs at once when handlers finish fast: as many as
  * the jobs of this worker's last claim ran in DISPATCH_BATCH_US on average,
- * at most DISPATCH_BATCH_MAX, one at first. The dones of a batch
- * are recorded together, before the next claim, or before the next job of
- * the batch once they waited DISPATCH_BATCH_US. A handler taking
- * milliseconds or more gets claims of one job, each result recorded at
- * once, as before.
+ * rounded down to a power of two, at most DISPATCH_BATCH_MAX, one at first.
+ * The dones of a batch are recorded together: before the next claim, before
+ * the next job of the batch once they waited DISPATCH_BATCH_US, or by the
+ * supervisor once they waited DISPATCH_DONES_STALE_MS. A handler taking
+ * milliseconds or more gets claims of one job, each result recorded at once.
  */
 #define DISPATCH_BATCH_MAX 32
 #define DISPATCH_BATCH_US 2000
@@ -198,14 +198,21 @@ struct dispatch {
     " SELECT * FROM claimed ORDER BY run_at, id"
 
 /*
- * A claim of one job is its own statement: with the LIMIT a parameter, the
- * planner guesses a tenth of the candidates for it, which makes a generic
- * plan look dearer than a custom one, and every claim would be planned
- * again (a third of a millisecond). Claims of several jobs take that, once
- * for up to DISPATCH_BATCH_MAX jobs.
+ * One statement per claim size, a power of two: with the LIMIT a
+ * parameter, the planner guesses a tenth of the candidates for it, which
+ * makes a generic plan look dearer than a custom one, and every claim
+ * would be planned again (a third of a millisecond, as much as the claim).
  */
-static const char claim_one_sql[] = CLAIM_SQL("1");
-static const char claim_many_sql[] = CLAIM_SQL("$4");
+static const char *const claim_sql[] = {
+    CLAIM_SQL("1"), CLAIM_SQL("2"), CLAIM_SQL("4"), CLAIM_SQL("8"), CLAIM_SQL("16"),
+    CLAIM_SQL("32")
+};
+static const char *const claim_names[] = {
+    "hookd_claim_1", "hookd_claim_2", "hookd_claim_4", "hookd_claim_8", "hookd_claim_16",
+    "hookd_claim_32"
+};
+_Static_assert(sizeof(claim_sql) / sizeof(claim_sql[0]) == 6 && DISPATCH_BATCH_MAX == 1 << 5,
+               "the largest claim is DISPATCH_BATCH_MAX jobs");
 
 /*
  * Results are fenced by the attempt: a job someone else reclaimed is left
@@ -1024,13 +1031,20 @@ hand_back(struct dispatch *d, PGconn **c, struct handover *h, const char *why)
 }
 
 
-/* Jobs to claim next: see DISPATCH_BATCH_US. */
+/*
+ * Which claim_sql to run next (claiming 1 << i jobs): see DISPATCH_BATCH_US,
+ * rounded down to a power of two.
+ */
 static int
-batch_size(const struct worker *w)
+batch_size_log2(const struct worker *w)
 {
     double n = w->w_avg_us > 0 ? DISPATCH_BATCH_US / w->w_avg_us : 1;
+    int i = 0;
 
-    return n < 1 ? 1 : n > DISPATCH_BATCH_MAX ? DISPATCH_BATCH_MAX : (int)n;
+    while (i + 1 < (int)(sizeof(claim_sql) / sizeof(claim_sql[0])) && n >= (double)(2 << i)) {
+        i++;
+    }
+    return i;
 }
 
 
@@ -1204,7 +1218,7 @@ static bool
 worker_batch(struct worker *w, const struct cfg *cfg, PGresult *res)
 {
     struct dispatch *d = w->w_d;
-    int n = PQntuples(res);
+    int n = PQntuples(res) < DISPATCH_BATCH_MAX ? PQntuples(res) : DISPATCH_BATCH_MAX;
 
     pthread_mutex_lock(&d->d_lock);
     for (int i = 0; i < n; i++) {
@@ -1240,13 +1254,14 @@ worker_main(void *arg)
     struct worker *w = arg;
     struct dispatch *d = w->w_d;
     char routes[8192];
-    char lease[16], limit[16];
+    char lease[16];
     bool keep = true;
 
     while (keep && !stopping(d)) {
         const struct cfg *cfg;
-        const char *vals[4] = {routes, lease, d->d_me, limit};
+        const char *vals[3] = {routes, lease, d->d_me};
         PGresult *res;
+        int size;
 
         if (!flush_dones(w)) {
             worker_idle(d, 1000);
@@ -1266,10 +1281,8 @@ worker_main(void *arg)
         routes_literal(cfg, routes, sizeof(routes));
         /* The supervisor renews the leases of running jobs, so this can be short. */
         snprintf(lease, sizeof(lease), "%d", d->d_lease_s);
-        snprintf(limit, sizeof(limit), "%d", batch_size(w));
-        res = batch_size(w) == 1
-              ? exec_prepared(w->w_conn, "hookd_claim_one", claim_one_sql, 3, vals)
-              : exec_prepared(w->w_conn, "hookd_claim_many", claim_many_sql, 4, vals);
+        size = batch_size_log2(w);
+        res = exec_prepared(w->w_conn, claim_names[size], claim_sql[size], 3, vals);
         if (PQresultStatus(res) != PGRES_TUPLES_OK) {
             const char *msg = PQresultErrorMessage(res);
 
