@@ -59,7 +59,7 @@ UNIT_SRC   := $(wildcard tests/unit/*.c)
 INTEG_SRC  := $(wildcard tests/integration/*.c)
 SUPPORT_SRC := $(wildcard tests/support/*.c)
 
-.PHONY: all asan tests run check deps clean install uninstall bench
+.PHONY: all asan tests run check deps clean install uninstall bench bench-soak
 .DELETE_ON_ERROR:
 
 all: $(BUILD)/hookd $(HANDLERS)
@@ -153,6 +153,11 @@ bench:
 	@scripts/deps.sh nginx-light
 	@$(MAKE) --no-print-directory all $(BUILD)/bench/load $(BUILD)/bench/noop.so
 	@bench/run.sh
+
+# Longer (about 15 minutes on 2 cores): bench/soak.sh says what it checks.
+bench-soak: deps
+	@$(MAKE) --no-print-directory all $(BUILD)/bench/load $(BUILD)/bench/noop.so
+	@bench/soak.sh
 
 run: deps
 	@$(MAKE) --no-print-directory all $(BUILD)/tests/fake-api
