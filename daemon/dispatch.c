@@ -347,8 +347,14 @@ conn_usable(PGconn **c, const char *conninfo)
         PQfinish(*c);
         *c = NULL;
     }
-    if (*c == NULL) {
-        *c = connect_db(conninfo);
+    if (*c == NULL && (*c = connect_db(conninfo)) != NULL) {
+        /*
+         * A claim or result that takes this long is stuck behind something
+         * (a plan made from stale statistics, a lock): cancelled, it frees
+         * the rows it locked and is simply tried again. The supervisor's
+         * lease renewals and timeouts never hang behind a lock for long.
+         */
+        PQclear(PQexec(*c, "SET statement_timeout = '30s'; SET lock_timeout = '5s'"));
     }
     return *c;
 }
