@@ -1514,9 +1514,15 @@ add_id(struct buf *ids, long long id)
 static void
 renew_leases(struct dispatch *d)
 {
+    /*
+     * Never waits: a row locked right now (by its own done being recorded,
+     * say) is renewed next time. Waiting, it took part in deadlocks with
+     * batched dones, and a renewal stuck behind a lock let leases lapse.
+     */
     static const char renew_sql[] =
         "UPDATE hookd.jobs SET lease_until = now() + make_interval(secs => $2::float8)"
-        " WHERE id = ANY ($1::bigint[]) AND status = 'running' AND locked_by = $3";
+        " WHERE id IN (SELECT id FROM hookd.jobs WHERE id = ANY ($1::bigint[])"
+        "  AND status = 'running' AND locked_by = $3 ORDER BY id FOR UPDATE SKIP LOCKED)";
     struct buf ids = {0};
     char lease[16];
     const char *vals[3] = {NULL, lease, d->d_me};

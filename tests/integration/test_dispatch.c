@@ -1132,6 +1132,12 @@ Test(dispatch, job_never_starts_beside_a_running_job_of_its_conversation)
 
 /* ---- 10. claims of several jobs ----------------------------------------- */
 
+/* Counts the jobs of thread t-slow in a status: SLOW_JOBS_IN "'dead'". */
+#define SLOW_JOBS_IN \
+    "SELECT count(*) FROM hookd.jobs j JOIN hookd.events e ON e.id = j.event_id" \
+    " WHERE e.thread_id = 't-slow' AND j.status = "
+
+
 /*
  * Queues one event and one job of route per element of threads (a SQL
  * text[] expression), in one transaction and in that order, with the
@@ -1203,9 +1209,7 @@ Test(dispatch, timed_out_job_hands_back_the_rest_of_its_claim_and_records_its_do
     h_ctx_start(&x);
     queue_backlog(&x, "mixed", "ARRAY(SELECT CASE WHEN n = 3 THEN 't-slow' ELSE 'f' || n END"
                   " FROM generate_series(1, 31) n ORDER BY n)", NULL);
-    cr_assert_eq(h_wait_long(&x, 1, 10000, "SELECT count(*) FROM hookd.jobs j"
-                             " JOIN hookd.events e ON e.id = j.event_id"
-                             " WHERE e.thread_id = 't-slow' AND j.status = 'dead'"), 1,
+    cr_assert_eq(h_wait_long(&x, 1, 10000, SLOW_JOBS_IN "'dead'"), 1,
                  "the hanging job was not timed out");
     cr_assert_eq(h_wait_long(&x, 30, 8000, "SELECT count(*) FROM hookd.jobs"
                              " WHERE status = 'done'"), 30,
@@ -1241,9 +1245,7 @@ Test(dispatch, stop_past_the_grace_records_a_claims_dones_and_hands_back_the_res
     queue_backlog(&x, "mixed", "ARRAY(SELECT CASE WHEN n = 3 THEN 't-slow' ELSE 'f' || n END"
                   " FROM generate_series(1, 31) n ORDER BY n)", NULL);
     /* The worker finds the backlog within its poll interval and is soon in the slow job. */
-    cr_assert_eq(h_wait_long(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs j"
-                             " JOIN hookd.events e ON e.id = j.event_id"
-                             " WHERE e.thread_id = 't-slow' AND j.status = 'running'"), 1,
+    cr_assert_eq(h_wait_long(&x, 1, 5000, SLOW_JOBS_IN "'running'"), 1,
                  "the backlog was not claimed");
     h_daemon_signal(&x.hx_daemon, SIGTERM);
     cr_assert(h_daemon_wait_exit(&x.hx_daemon, 10000), "hookd did not exit after SIGTERM");
@@ -1276,15 +1278,11 @@ Test(dispatch, dones_before_a_long_job_of_the_claim_are_recorded_without_waiting
     queue_backlog(&x, "mixed", "ARRAY(SELECT CASE WHEN n = 3 THEN 't-slow' ELSE 'f' || n END"
                   " FROM generate_series(1, 8) n ORDER BY n)", NULL);
     /* The first claim takes f1 alone, the second f2 to f8 with the slow one. */
-    cr_assert_eq(h_wait_long(&x, 1, 5000, "SELECT count(*) FROM hookd.jobs j"
-                             " JOIN hookd.events e ON e.id = j.event_id"
-                             " WHERE e.thread_id = 't-slow' AND j.status = 'running'"), 1,
+    cr_assert_eq(h_wait_long(&x, 1, 5000, SLOW_JOBS_IN "'running'"), 1,
                  "the backlog was not claimed");
     done = h_wait_long(&x, 2, 1500, "SELECT count(*) FROM hookd.jobs WHERE status = 'done'");
     cr_expect_eq(done, 2, "the claim's done waited for its long job (%ld done)", done);
-    cr_expect_eq(h_sql_long(x.hx_db.hd_conninfo, "SELECT count(*) FROM hookd.jobs j"
-                            " JOIN hookd.events e ON e.id = j.event_id"
-                            " WHERE e.thread_id = 't-slow' AND j.status = 'running'"), 1,
+    cr_expect_eq(h_sql_long(x.hx_db.hd_conninfo, SLOW_JOBS_IN "'running'"), 1,
                  "the long job was not still running");
     cr_assert_eq(h_wait_long(&x, 8, 10000, "SELECT count(*) FROM hookd.jobs"
                              " WHERE status = 'done' AND attempts = 1"), 8,
