@@ -1068,8 +1068,8 @@ worker_run(struct worker *w, const struct cfg *cfg, PGresult *res, int row)
     struct hookd_ctx ctx;
     enum hookd_outcome outcome;
     bool abandoned;
-    long long started = clock_mono_ms();
     long long started_us = clock_mono_us();
+    long long started = started_us / 1000;
     double took_us;
 
     if (route == NULL) {
@@ -1621,15 +1621,7 @@ listener_main(void *arg)
     long long retry_at = 0;
     bool down_logged = false;
 
-    for (;;) {
-        bool stopping;
-
-        pthread_mutex_lock(&d->d_lock);
-        stopping = d->d_stopping;
-        pthread_mutex_unlock(&d->d_lock);
-        if (stopping) {
-            break;
-        }
+    while (!stopping(d)) {
         if (d->d_listen_conn == NULL && clock_mono_ms() >= retry_at) {
             PGresult *res;
 
